@@ -1,0 +1,151 @@
+"""Building a workflow graph: new / add / add_many / fan_out, then validate.
+
+Pure Python: the Django side (`baton.execution.builder`) adds insert() on top.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any, Self
+
+from baton.exceptions import InvalidWorkflow
+from baton.graph.spec import NodeSpec, StepSpec
+from baton.graph.validate import expand_deps, find_problems
+
+MODEL_ARG = "workflow_model"
+
+
+def _as_names(deps: str | Iterable[str]) -> tuple[str, ...]:
+    # A lone string is one name, not a sequence of one-letter names.
+    return (deps,) if isinstance(deps, str) else tuple(deps)
+
+
+class WorkflowGraph:
+    """A workflow under construction: named steps and their dependencies."""
+
+    def __init__(
+        self,
+        workflow_name: str,
+        *,
+        workflow_id: uuid.UUID | str | None = None,
+        ignore_cancelled: bool = False,
+        ignore_discarded: bool = False,
+        debug: bool = False,
+        budget_usd: Decimal | int | str | None = None,
+    ) -> None:
+        self.workflow_name = workflow_name
+        self.workflow_id = uuid.UUID(str(workflow_id)) if workflow_id else uuid.uuid4()
+        self.ignore_cancelled = ignore_cancelled
+        self.ignore_discarded = ignore_discarded
+        self.debug = debug
+        self.budget_usd = None if budget_usd is None else Decimal(str(budget_usd))
+        self.nodes: list[NodeSpec] = []
+        self._problems: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def add(
+        self,
+        name: str,
+        spec: StepSpec,
+        deps: str | Iterable[str] = (),
+        ignore_cancelled: bool | None = None,
+        ignore_discarded: bool | None = None,
+    ) -> Self:
+        self.nodes.append(
+            NodeSpec(
+                name=name,
+                spec=spec,
+                deps=_as_names(deps),
+                ignore_cancelled=ignore_cancelled,
+                ignore_discarded=ignore_discarded,
+            )
+        )
+        return self
+
+    def add_many(
+        self,
+        group: str,
+        specs: Sequence[StepSpec] | Mapping[Any, StepSpec],
+        deps: str | Iterable[str] = (),
+    ) -> Self:
+        """Fan out: one step per spec, named ``group[key]``; dependents may name `group`."""
+        items = specs.items() if isinstance(specs, Mapping) else enumerate(specs)
+        dep_names = _as_names(deps)
+        count = 0
+        for key, spec in items:
+            key_text = str(key)
+            self.nodes.append(
+                NodeSpec(
+                    name=f"{group}[{key_text}]",
+                    spec=spec,
+                    deps=dep_names,
+                    group=group,
+                    group_key=key_text,
+                )
+            )
+            count += 1
+        if count == 0:
+            self._problems.append(f"group {group!r} has no steps")
+        return self
+
+    def configure_models(self, models: Mapping[str, str]) -> Self:
+        """Put ``"workflow_model"`` into the args of the named steps."""
+        by_name = {node.name: index for index, node in enumerate(self.nodes)}
+        for name, model in models.items():
+            if name not in by_name:
+                self._problems.append(f"configure_models names unknown step {name!r}")
+                continue
+            index = by_name[name]
+            node = self.nodes[index]
+            args = {**node.spec.args, MODEL_ARG: model}
+            self.nodes[index] = replace(node, spec=replace(node.spec, args=args))
+        return self
+
+    def fan_out(
+        self,
+        base: str,
+        step: Callable[..., StepSpec] | Any,
+        *,
+        models: Sequence[str],
+        args: Mapping[str, Any] | None = None,
+        deps: str | Iterable[str] = (),
+        synthesize_with: Callable[..., StepSpec] | Any | None = None,
+        synthesize_model: str | None = None,
+    ) -> Self:
+        """One step per model as the group `base`, and optionally a synthesis step."""
+        if not models:
+            self._problems.append(f"fan_out {base!r} needs at least one model")
+            return self
+        specs = {model: step.new(**{**(args or {}), MODEL_ARG: model}) for model in models}
+        self.add_many(base, specs, deps=deps)
+        if synthesize_with is not None:
+            synth_args: dict[str, Any] = dict(args or {})
+            if synthesize_model is not None:
+                synth_args[MODEL_ARG] = synthesize_model
+            self.add(f"{base}_synthesis", synthesize_with.new(**synth_args), deps=[base])
+        return self
+
+    def problems(self, is_registered: Callable[[str], bool] | None = None) -> list[str]:
+        problems = list(self._problems)
+        if not isinstance(self.workflow_name, str) or not self.workflow_name.strip():
+            problems.append("workflow_name must be a non-empty string")
+        if not self.nodes:
+            problems.append("a workflow needs at least one step")
+        if self.budget_usd is not None and self.budget_usd < 0:
+            problems.append(f"budget_usd must not be negative, got {self.budget_usd}")
+        return problems + find_problems(self.nodes, is_registered)
+
+    def validate(self, is_registered: Callable[[str], bool] | None = None) -> None:
+        """Raise InvalidWorkflow listing every problem; return None when valid."""
+        problems = self.problems(is_registered)
+        if problems:
+            raise InvalidWorkflow(problems)
+
+    def edges(self) -> dict[str, list[str]]:
+        """Each step's upstream step names, groups expanded (call after validate)."""
+        return expand_deps(self.nodes)

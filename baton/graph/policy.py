@@ -1,0 +1,32 @@
+"""Retry and backoff decisions: pure functions of the attempt number."""
+
+from __future__ import annotations
+
+import random
+
+
+def backoff_seconds(
+    attempt: int,
+    *,
+    base: float = 1.0,
+    factor: float = 2.0,
+    cap: float = 300.0,
+    jitter: float = 0.0,
+    rng: random.Random | None = None,
+) -> float:
+    """Delay before the attempt after `attempt` (1-based): base * factor**(attempt-1), capped.
+
+    `jitter` in [0, 1] spreads the delay over [delay * (1 - jitter), delay] so that many
+    steps failing together do not retry together.
+    """
+    if attempt < 1:
+        raise ValueError(f"attempt is 1-based, got {attempt}")
+    delay = min(cap, base * factor ** (attempt - 1))
+    if jitter:
+        delay *= 1 - jitter * (rng or random).random()
+    return float(delay)
+
+
+def should_retry(attempt: int, max_attempts: int) -> bool:
+    """Whether a failed `attempt` (1-based) leaves attempts to spend."""
+    return attempt < max_attempts

@@ -1,0 +1,129 @@
+"""Validation of a workflow graph with the standard library's graphlib."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from graphlib import CycleError, TopologicalSorter
+from typing import Any
+
+from baton.graph.spec import NodeSpec, StepSpec
+
+MAX_NAME_LENGTH = 200
+
+
+def expand_deps(nodes: Sequence[NodeSpec]) -> dict[str, list[str]]:
+    """Map each step name to the step names it depends on, groups expanded.
+
+    Unknown names are left out; `find_problems` reports them.
+    """
+    groups: dict[str, list[str]] = {}
+    for node in nodes:
+        if node.group is not None:
+            groups.setdefault(node.group, []).append(node.name)
+    names = {node.name for node in nodes}
+    expanded: dict[str, list[str]] = {}
+    for node in nodes:
+        upstream: dict[str, None] = {}  # ordered set: a dep named twice is one edge
+        for dep in node.deps:
+            if dep in names:
+                upstream[dep] = None
+            for member in groups.get(dep, ()):
+                if member != node.name:
+                    upstream[member] = None
+        expanded[node.name] = list(upstream)
+    return expanded
+
+
+def find_problems(
+    nodes: Sequence[NodeSpec],
+    is_registered: Callable[[str], bool] | None = None,
+) -> list[str]:
+    """Every problem of the graph, as human-readable sentences; empty when valid."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    groups = {node.group for node in nodes if node.group is not None}
+    for node in nodes:
+        if not isinstance(node.name, str) or not node.name:
+            problems.append(f"step name must be a non-empty string, got {node.name!r}")
+            continue
+        if len(node.name) > MAX_NAME_LENGTH:
+            problems.append(
+                f"step name {node.name[:40]!r}... is longer than {MAX_NAME_LENGTH} characters"
+            )
+        if node.name in seen:
+            problems.append(f"duplicate step name {node.name!r}")
+        seen.add(node.name)
+        if node.name in groups and node.group != node.name:
+            problems.append(f"step name {node.name!r} is also the name of a group")
+        if not isinstance(node.spec, StepSpec):
+            problems.append(
+                f"step {node.name!r}: expected a step spec (SomeStep.new(...)), "
+                f"got {type(node.spec).__name__}"
+            )
+            continue
+        if is_registered is not None and not is_registered(node.spec.task_name):
+            problems.append(
+                f"step {node.name!r}: task {node.spec.task_name!r} is not registered "
+                "(is its module imported, e.g. the app's tasks.py?)"
+            )
+        arg_problem = json_problem(node.spec.args)
+        if arg_problem:
+            problems.append(f"step {node.name!r}: args are not JSON-serialisable: {arg_problem}")
+
+    known = seen | groups
+    for node in nodes:
+        for dep in node.deps:
+            if not isinstance(dep, str):
+                problems.append(f"step {node.name!r}: dependency {dep!r} is not a name")
+            elif dep not in known:
+                problems.append(f"step {node.name!r} depends on unknown step {dep!r}")
+            elif dep == node.name:
+                problems.append(f"step {node.name!r} depends on itself")
+
+    cycle = find_cycle(expand_deps(nodes))
+    if cycle:
+        problems.append("dependency cycle: " + " -> ".join(cycle))
+    return problems
+
+
+def find_cycle(deps: Mapping[str, Iterable[str]]) -> list[str] | None:
+    """A cycle as a list of names whose last equals its first, or None."""
+    sorter: TopologicalSorter[str] = TopologicalSorter()
+    for name, upstream in deps.items():
+        sorter.add(name, *(u for u in upstream if u != name))
+    try:
+        sorter.prepare()
+    except CycleError as exc:
+        # graphlib gives the cycle in dependency order (a node, then what it waits on).
+        cycle = list(reversed(exc.args[1]))
+        return [str(name) for name in cycle]
+    return None
+
+
+def json_problem(value: Any) -> str | None:
+    """Why `value` does not survive a JSON round trip unchanged in kind, or None."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return _non_string_keys(value)
+
+
+def _non_string_keys(value: Any) -> str | None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"dict key {key!r} is not a string"
+            problem = _non_string_keys(item)
+            if problem:
+                return problem
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            problem = _non_string_keys(item)
+            if problem:
+                return problem
+    elif isinstance(value, float) and not math.isfinite(value):
+        return f"{value!r} is not valid JSON"
+    return None

@@ -1,0 +1,69 @@
+"""Django settings for baton's own test suite. The database comes from DATABASE_URL."""
+
+import os
+
+import dj_database_url
+
+SECRET_KEY = "baton-tests-not-secret"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+if "DATABASE_URL" not in os.environ:
+    raise RuntimeError(
+        "DATABASE_URL is not set: run the suite with `make test`, which starts a private "
+        "PostgreSQL, or point DATABASE_URL at a PostgreSQL database you own."
+    )
+DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60)}
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "procrastinate.contrib.django",
+    "channels",
+    "baton",
+    "tests.testapp",
+]
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+ROOT_URLCONF = "tests.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+STATIC_URL = "/static/"
+ASGI_APPLICATION = "tests.asgi.application"
+BATON: dict = {}
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "baton": {"handlers": ["console"], "level": os.environ.get("BATON_LOG_LEVEL", "WARNING")},
+        "procrastinate": {
+            "handlers": ["console"],
+            "level": os.environ.get("PROCRASTINATE_LOG_LEVEL", "WARNING"),
+        },
+    },
+}
