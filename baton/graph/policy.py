@@ -21,7 +21,10 @@ def backoff_seconds(
     """
     if attempt < 1:
         raise ValueError(f"attempt is 1-based, got {attempt}")
-    delay = min(cap, base * factor ** (attempt - 1))
+    try:
+        delay = min(cap, base * factor ** (attempt - 1))
+    except OverflowError:  # float ** int raises rather than giving inf for large attempts
+        delay = cap
     if jitter:
         delay *= 1 - jitter * (rng or random).random()
     return float(delay)

@@ -1,0 +1,61 @@
+"""baton: dependency-ordered workflows on Procrastinate and PostgreSQL, for Django.
+
+Models are not imported here (that would break app loading): use baton.models.
+"""
+
+from typing import Any
+
+from baton.exceptions import BatonError, InvalidWorkflow, ResultUnavailable
+from baton.execution.outcomes import Discard, Error, Snooze
+from baton.graph.spec import StepSpec
+
+__all__ = [
+    "BatonError",
+    "Discard",
+    "Error",
+    "InvalidWorkflow",
+    "Job",
+    "ResultUnavailable",
+    "Snooze",
+    "Step",
+    "StepSpec",
+    "get_all_results",
+    "get_result",
+    "new",
+]
+
+
+def new(
+    workflow_name: str,
+    *,
+    workflow_id: Any = None,
+    ignore_cancelled: bool = False,
+    ignore_discarded: bool = False,
+    debug: bool = False,
+    budget_usd: Any = None,
+) -> Any:
+    """Start building a workflow: chain .add(...) / .add_many(...), then .insert()."""
+    from baton.execution.builder import WorkflowBuilder
+
+    return WorkflowBuilder(
+        workflow_name,
+        workflow_id=workflow_id,
+        ignore_cancelled=ignore_cancelled,
+        ignore_discarded=ignore_discarded,
+        debug=debug,
+        budget_usd=budget_usd,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    # Step, Job and the result helpers import Procrastinate's Django app and Django's ORM;
+    # loading them lazily keeps `import baton` cheap and safe before apps are ready.
+    if name in ("Step", "Job"):
+        from baton.execution import step
+
+        return getattr(step, name)
+    if name in ("get_result", "get_all_results"):
+        from baton import results
+
+        return getattr(results, name)
+    raise AttributeError(f"module 'baton' has no attribute {name!r}")

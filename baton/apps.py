@@ -1,0 +1,12 @@
+from django.apps import AppConfig
+
+
+class BatonConfig(AppConfig):
+    name = "baton"
+    label = "baton"
+    verbose_name = "baton workflows"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from baton import checks  # noqa: F401  (registers the system checks)
+        from baton import tasks  # noqa: F401  (registers baton's own periodic tasks)

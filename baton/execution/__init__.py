@@ -1,0 +1,1 @@
+"""Running workflows on Procrastinate: insert, the step wrapper and its gate, advancing."""

@@ -1,0 +1,485 @@
+"""Moving steps through their states, one transaction per move.
+
+claim():   the runtime gate. A job may run perform() only if it is the step's current
+           job and the step is runnable; the step becomes `executing` and its attempt
+           counter is the fencing token for the finish.
+finish():  records the attempt's outcome, fenced by (job id, attempt): a superseded
+           attempt changes nothing. In the same transaction it stores the result,
+           counts down dependents and enqueues those that became ready, cascades
+           cancellations, and counts down the workflow, finishing it exactly once.
+
+Every statement here runs on Django's connection (Procrastinate's database alias), so
+jobs deferred through baton.execution.deferrer commit or roll back with baton's rows.
+The number of statements per finish does not depend on the workflow's size, fan-in or
+fan-out (the failure cascade adds a few per level of dependents it cancels).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.db import connections, transaction
+from django.utils import timezone
+
+from baton import signals
+from baton.execution import wakeup
+from baton.execution.deferrer import JobRequest, database_alias, defer_jobs
+from baton.graph.states import StepState, WorkflowState
+from baton.models import Step, Workflow
+
+logger = logging.getLogger("baton")
+
+S = StepState
+_STEP_FIELDS = [field.attname for field in Step._meta.concrete_fields]
+STEP_COLUMNS = ", ".join(f's."{field.column}"' for field in Step._meta.concrete_fields)
+_CLAIMABLE = (S.AVAILABLE, S.SCHEDULED, S.RETRYABLE, S.EXECUTING)
+
+
+# ----------------------------------------------------------------------------- outcomes
+@dataclasses.dataclass(frozen=True)
+class Completed:
+    value_json: str | None  # the result, serialised; None: no result
+    size_bytes: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Rescheduled:
+    """Snoozed (attempt given back) or failed with attempts left (retryable)."""
+
+    delay_seconds: float
+    snooze: bool
+    error: str = ""
+    traceback: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Discarded:
+    reason: str
+    error: str = ""
+    traceback: str = ""
+
+
+Outcome = Completed | Rescheduled | Discarded
+
+
+@dataclasses.dataclass
+class Claim:
+    """A step as claimed by one job's attempt."""
+
+    step: Step
+    job_id: int
+    attempt: int
+
+
+# ------------------------------------------------------------------------ announcements
+class Announcements:
+    """Transitions collected inside a transaction, sent as signals once it commits."""
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+        self.transitions: list[tuple[Step, str]] = []
+        self.finished_workflows: list[tuple[Any, str]] = []
+        self.due: list[datetime.datetime | None] = []
+
+    def step(self, step: Step, old_state: str) -> None:
+        self.transitions.append((step, old_state))
+
+    def register(self) -> None:
+        transaction.on_commit(self._send, using=self.alias)
+
+    def _send(self) -> None:
+        for at in self.due:
+            wakeup.job_due(at)
+        for step, old_state in self.transitions:
+            _send_robustly(signals.step_transitioned, step=step, old_state=old_state,
+                           new_state=step.state)
+        if self.finished_workflows:
+            workflows = Workflow.objects.using(self.alias).in_bulk(
+                [workflow_id for workflow_id, _ in self.finished_workflows]
+            )
+            for workflow_id, state in self.finished_workflows:
+                workflow = workflows.get(workflow_id)
+                if workflow is not None:
+                    _send_robustly(signals.workflow_finished, workflow=workflow, state=state)
+
+
+def _send_robustly(signal: Any, **kwargs: Any) -> None:
+    # A failing receiver must not fail the step whose transition it observes.
+    for receiver, response in signal.send_robust(sender=Step if "step" in kwargs else Workflow,
+                                                 **kwargs):
+        if isinstance(response, Exception):
+            logger.error("baton signal receiver %r failed: %r", receiver, response,
+                         exc_info=response)
+
+
+_CONVERTERS = [
+    (index, field) for index, field in enumerate(Step._meta.concrete_fields)
+    if hasattr(field, "from_db_value")
+]
+
+
+def steps_from_rows(rows: Iterable[Sequence[Any]], alias: str) -> list[Step]:
+    """Step instances from raw rows of STEP_COLUMNS (plus anything after them)."""
+    connection = connections[alias]
+    steps = []
+    for row in rows:
+        values = list(row[: len(_STEP_FIELDS)])
+        for index, field in _CONVERTERS:  # e.g. JSONField decodes its text
+            values[index] = field.from_db_value(values[index], None, connection)
+        steps.append(Step.from_db(alias, _STEP_FIELDS, values))
+    return steps
+
+
+# --------------------------------------------------------------------------------- claim
+def claim(step_id: int, job_id: int) -> Claim | None:
+    """The runtime gate: make `step_id` executing for `job_id`, or None if it must not run."""
+    alias = database_alias()
+    announcements = Announcements(alias)
+    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+        cursor.execute(
+            f"""
+            UPDATE baton_step s
+               SET state = %(executing)s, attempt = s.attempt + 1, started_at = now(),
+                   finished_at = NULL, scheduled_at = NULL
+              FROM (SELECT id, state AS old_state FROM baton_step
+                     WHERE id = %(step_id)s FOR UPDATE) old
+             WHERE s.id = old.id AND s.job_id = %(job_id)s
+               AND s.state = ANY(%(claimable)s)
+               AND (s.state <> %(executing)s OR s.attempt < s.max_attempts)
+         RETURNING {STEP_COLUMNS}, old.old_state
+            """,
+            {
+                "step_id": step_id,
+                "job_id": job_id,
+                "executing": S.EXECUTING.value,
+                "claimable": [state.value for state in _CLAIMABLE],
+            },
+        )
+        row = cursor.fetchone()
+        if row is not None:
+            step = steps_from_rows([row], alias)[0]
+            announcements.step(step, row[-1])
+            announcements.register()
+            return Claim(step=step, job_id=job_id, attempt=step.attempt)
+
+        # Not claimable. The one case that still needs a write: this job's previous run
+        # died during the step's last attempt; there is no attempt left to give it.
+        cursor.execute(
+            f"SELECT {STEP_COLUMNS} FROM baton_step s WHERE s.id = %s FOR UPDATE", [step_id]
+        )
+        row = cursor.fetchone()
+        if row is None:
+            logger.warning("baton: job %s names step %s, which no longer exists", job_id,
+                           step_id)
+            return None
+        step = steps_from_rows([row], alias)[0]
+        if step.state == S.EXECUTING and step.job_id == job_id:
+            _apply(
+                cursor,
+                Claim(step=step, job_id=job_id, attempt=step.attempt),
+                Discarded(reason=f"worker lost during its last attempt ({step.attempt} of "
+                                 f"{step.max_attempts})"),
+                announcements,
+            )
+            announcements.register()
+        else:
+            logger.info("baton: job %s for step %s (%s) is stale; state is %s, current job %s",
+                        job_id, step.name, step_id, step.state, step.job_id)
+        return None
+
+
+# -------------------------------------------------------------------------------- finish
+def finish(claimed: Claim, outcome: Outcome) -> bool:
+    """Record an attempt's outcome. False when the attempt was superseded (no change)."""
+    alias = database_alias()
+    announcements = Announcements(alias)
+    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+        applied = _apply(cursor, claimed, outcome, announcements)
+        if applied:
+            announcements.register()
+    if not applied:
+        logger.warning(
+            "baton: attempt %s of step %s (job %s) was superseded; its outcome is dropped",
+            claimed.attempt, claimed.step.name, claimed.job_id,
+        )
+    return applied
+
+
+def _apply(cursor: Any, claimed: Claim, outcome: Outcome, ann: Announcements) -> bool:
+    step = claimed.step
+    fence = {"id": step.id, "job_id": claimed.job_id, "attempt": claimed.attempt,
+             "executing": S.EXECUTING.value}
+    fence_sql = ("WHERE s.id = %(id)s AND s.job_id = %(job_id)s AND s.attempt = %(attempt)s "
+                 "AND s.state = %(executing)s")
+
+    if isinstance(outcome, Rescheduled):
+        at = timezone.now() + datetime.timedelta(seconds=outcome.delay_seconds)
+        new_state = S.SCHEDULED if outcome.snooze else S.RETRYABLE
+        # The next attempt is a fresh job: the old one stays finished, so a late or
+        # duplicate run of it fails the gate.
+        (job_id,) = defer_jobs([_job_request(step, at)])
+        cursor.execute(
+            f"""
+            UPDATE baton_step s
+               SET state = %(state)s, job_id = %(new_job)s, scheduled_at = %(at)s,
+                   attempt = s.attempt - %(give_back)s, snoozes = s.snoozes + %(snoozed)s,
+                   last_error = CASE WHEN %(error)s = '' THEN s.last_error ELSE %(error)s END,
+                   traceback = CASE WHEN %(error)s = '' THEN s.traceback ELSE %(tb)s END
+             {fence_sql}
+         RETURNING {STEP_COLUMNS}
+            """,
+            {**fence, "state": new_state.value, "new_job": job_id, "at": at,
+             "give_back": int(outcome.snooze), "snoozed": int(outcome.snooze),
+             "error": outcome.error, "tb": outcome.traceback},
+        )
+        rows = cursor.fetchall()
+        if not rows:
+            transaction.set_rollback(True, using=ann.alias)  # takes the new job back too
+            return False
+        ann.step(steps_from_rows(rows, ann.alias)[0], S.EXECUTING)
+        ann.due.append(at)
+        return True
+
+    if isinstance(outcome, Completed):
+        cursor.execute(
+            f"""
+            UPDATE baton_step s SET state = %(completed)s, finished_at = now()
+             {fence_sql}
+         RETURNING {STEP_COLUMNS}
+            """,
+            {**fence, "completed": S.COMPLETED.value},
+        )
+        rows = cursor.fetchall()
+        if not rows:
+            return False
+        done = steps_from_rows(rows, ann.alias)[0]
+        ann.step(done, S.EXECUTING)
+        if outcome.value_json is not None:
+            cursor.execute(
+                "INSERT INTO baton_stepresult (step_id, value, size_bytes, created_at) "
+                "VALUES (%s, %s::jsonb, %s, now())",
+                [done.id, outcome.value_json, outcome.size_bytes],
+            )
+        _release_dependents(cursor, done, ann)
+        _count_down_workflow(cursor, done.workflow_id, terminal=1, failed_names=[], ann=ann)
+        return True
+
+    cursor.execute(
+        f"""
+        UPDATE baton_step s
+           SET state = %(discarded)s, finished_at = now(), reason = %(reason)s,
+               last_error = CASE WHEN %(error)s = '' THEN s.last_error ELSE %(error)s END,
+               traceback = CASE WHEN %(error)s = '' THEN s.traceback ELSE %(tb)s END
+         {fence_sql}
+     RETURNING {STEP_COLUMNS}
+        """,
+        {**fence, "discarded": S.DISCARDED.value, "reason": outcome.reason,
+         "error": outcome.error, "tb": outcome.traceback},
+    )
+    rows = cursor.fetchall()
+    if not rows:
+        return False
+    failed = steps_from_rows(rows, ann.alias)[0]
+    ann.step(failed, S.EXECUTING)
+    fail_steps(cursor, [failed], ann)
+    return True
+
+
+def _job_request(step: Step, at: datetime.datetime | None = None) -> JobRequest:
+    return JobRequest(
+        step_id=step.id,
+        step_name=step.name,
+        workflow_id=str(step.workflow_id),
+        task_name=step.task_name,
+        queue=step.queue,
+        priority=step.priority,
+        lock=step.lock,
+        scheduled_at=at,
+    )
+
+
+# ------------------------------------------------------------------ releasing dependents
+def _release_dependents(cursor: Any, done: Step, ann: Announcements) -> None:
+    """Count down the waiting dependents of a completed step; enqueue the ready ones."""
+    # Rows are locked in id order so that concurrent completions cannot deadlock, and
+    # each decrement sees the previous one: exactly one completion reaches zero.
+    cursor.execute(
+        f"""
+        WITH locked AS (
+            SELECT d.id FROM baton_step d
+              JOIN baton_stepdependency e ON e.downstream_id = d.id
+             WHERE e.upstream_id = %(id)s AND d.state = %(waiting)s
+             ORDER BY d.id
+               FOR UPDATE OF d
+        )
+        UPDATE baton_step s SET deps_pending = s.deps_pending - 1
+          FROM locked WHERE s.id = locked.id
+     RETURNING {STEP_COLUMNS}
+        """,
+        {"id": done.id, "waiting": S.WAITING.value},
+    )
+    ready = [step for step in steps_from_rows(cursor.fetchall(), ann.alias) if step.deps_pending == 0]
+    enqueue(cursor, ready, ann)
+
+
+def enqueue(cursor: Any, steps: Sequence[Step], ann: Announcements) -> None:
+    """Defer one job per step and make the steps available (one statement each)."""
+    if not steps:
+        return
+    job_ids = defer_jobs([_job_request(step) for step in steps])
+    cursor.execute(
+        f"""
+        UPDATE baton_step s
+           SET state = %(available)s, job_id = v.job_id, scheduled_at = NULL
+          FROM unnest(%(ids)s::bigint[], %(jobs)s::bigint[]) AS v(id, job_id),
+               (SELECT id, state AS old_state FROM baton_step
+                 WHERE id = ANY(%(ids)s) FOR UPDATE) old
+         WHERE s.id = v.id AND old.id = s.id
+     RETURNING {STEP_COLUMNS}, old.old_state
+        """,
+        {"available": S.AVAILABLE.value, "ids": [step.id for step in steps], "jobs": job_ids},
+    )
+    for row in cursor.fetchall():
+        ann.step(steps_from_rows([row], ann.alias)[0], row[-1])
+    ann.due.append(None)
+
+
+# ------------------------------------------------------------------ the failure cascade
+def _ignores(step_row: dict[str, Any], kind: str) -> bool:
+    if kind == S.DISCARDED:
+        return bool(step_row["ignore_discarded"])
+    return bool(step_row["ignore_cancelled"])
+
+
+def fail_steps(cursor: Any, failed: Sequence[Step], ann: Announcements) -> None:
+    """Steps just became discarded or cancelled: cascade to their dependents, then count
+    the workflow down. A dependent that ignores the failure's kind counts it as done;
+    any other waiting dependent is cancelled with the reason, transitively."""
+    if not failed:
+        return
+    by_workflow: dict[Any, tuple[int, list[str]]] = defaultdict(lambda: (0, []))
+    frontier: list[tuple[int, str, str, Any]] = [
+        (step.id, step.name, step.state, step.workflow_id) for step in failed
+    ]
+    for step in failed:
+        count, names = by_workflow[step.workflow_id]
+        by_workflow[step.workflow_id] = (count + 1, names)
+
+    while frontier:
+        failed_by_id = {step_id: (name, kind, wf) for step_id, name, kind, wf in frontier}
+        cursor.execute(
+            """
+            SELECT e.upstream_id, d.id, d.state, d.ignore_cancelled, d.ignore_discarded
+              FROM baton_stepdependency e JOIN baton_step d ON d.id = e.downstream_id
+             WHERE e.upstream_id = ANY(%s)
+             ORDER BY d.id
+               FOR UPDATE OF d
+            """,
+            [list(failed_by_id)],
+        )
+        dependents_of: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        failed_deps_of: dict[int, list[int]] = defaultdict(list)
+        rows_by_id: dict[int, dict[str, Any]] = {}
+        for upstream_id, dep_id, state, ignore_cancelled, ignore_discarded in cursor.fetchall():
+            row = {"id": dep_id, "state": state, "ignore_cancelled": ignore_cancelled,
+                   "ignore_discarded": ignore_discarded}
+            rows_by_id[dep_id] = row
+            dependents_of[upstream_id].append(row)
+            failed_deps_of[dep_id].append(upstream_id)
+
+        # A failure is absorbed when every dependent ignores it; otherwise it is one of
+        # the failures that make the workflow `failed`.
+        for step_id, (name, kind, workflow_id) in failed_by_id.items():
+            dependents = dependents_of.get(step_id, [])
+            if not dependents or not all(_ignores(row, kind) for row in dependents):
+                count, names = by_workflow[workflow_id]
+                names.append(name)
+                by_workflow[workflow_id] = (count, names)
+
+        to_cancel: dict[int, str] = {}
+        to_decrement: dict[int, int] = {}
+        for dep_id, upstream_ids in failed_deps_of.items():
+            if rows_by_id[dep_id]["state"] != S.WAITING:
+                continue
+            blocking = [u for u in upstream_ids
+                        if not _ignores(rows_by_id[dep_id], failed_by_id[u][1])]
+            if blocking:
+                name, kind, _ = failed_by_id[blocking[0]]
+                to_cancel[dep_id] = f"dep {name} {kind}"
+            else:
+                to_decrement[dep_id] = len(upstream_ids)
+
+        frontier = []
+        if to_cancel:
+            cursor.execute(
+                f"""
+                UPDATE baton_step s
+                   SET state = %(cancelled)s, reason = v.reason, finished_at = now()
+                  FROM unnest(%(ids)s::bigint[], %(reasons)s::text[]) AS v(id, reason)
+                 WHERE s.id = v.id AND s.state = %(waiting)s
+             RETURNING {STEP_COLUMNS}
+                """,
+                {"cancelled": S.CANCELLED.value, "waiting": S.WAITING.value,
+                 "ids": list(to_cancel), "reasons": list(to_cancel.values())},
+            )
+            for step in steps_from_rows(cursor.fetchall(), ann.alias):
+                ann.step(step, S.WAITING)
+                frontier.append((step.id, step.name, S.CANCELLED.value, step.workflow_id))
+                count, names = by_workflow[step.workflow_id]
+                by_workflow[step.workflow_id] = (count + 1, names)
+        if to_decrement:
+            cursor.execute(
+                f"""
+                UPDATE baton_step s SET deps_pending = s.deps_pending - v.n
+                  FROM unnest(%(ids)s::bigint[], %(ns)s::int[]) AS v(id, n)
+                 WHERE s.id = v.id AND s.state = %(waiting)s
+             RETURNING {STEP_COLUMNS}
+                """,
+                {"waiting": S.WAITING.value, "ids": list(to_decrement),
+                 "ns": list(to_decrement.values())},
+            )
+            ready = [s for s in steps_from_rows(cursor.fetchall(), ann.alias) if s.deps_pending == 0]
+            enqueue(cursor, ready, ann)
+
+    for workflow_id, (count, names) in by_workflow.items():
+        _count_down_workflow(cursor, workflow_id, terminal=count, failed_names=names, ann=ann)
+
+
+# ------------------------------------------------------------------- finishing workflows
+def _count_down_workflow(
+    cursor: Any, workflow_id: Any, *, terminal: int, failed_names: list[str],
+    ann: Announcements,
+) -> None:
+    # Locks the workflow row until commit, last in the transaction so it is held briefly;
+    # the completion that reaches zero finishes the workflow, and only that one.
+    cursor.execute(
+        """
+        UPDATE baton_workflow
+           SET unfinished_steps = unfinished_steps - %(n)s,
+               failed_steps = failed_steps || %(names)s::jsonb
+         WHERE id = %(id)s
+     RETURNING unfinished_steps, state, failed_steps
+        """,
+        {"n": terminal, "names": json.dumps(failed_names), "id": workflow_id},
+    )
+    row = cursor.fetchone()
+    if row is None:
+        return
+    unfinished, state, all_failed = row
+    if isinstance(all_failed, str):  # Django has psycopg hand jsonb over as text
+        all_failed = json.loads(all_failed)
+    if unfinished == 0 and state == WorkflowState.EXECUTING:
+        outcome = WorkflowState.FAILED if all_failed else WorkflowState.COMPLETED
+        cursor.execute(
+            "UPDATE baton_workflow SET state = %s, finished_at = now() "
+            "WHERE id = %s AND state = %s",
+            [outcome.value, workflow_id, WorkflowState.EXECUTING.value],
+        )
+        if cursor.rowcount:
+            ann.finished_workflows.append((workflow_id, outcome.value))

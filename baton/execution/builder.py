@@ -1,0 +1,29 @@
+"""The workflow builder users get from baton.new(): the graph core plus insert()."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from asgiref.sync import sync_to_async
+
+from baton.graph.builder import WorkflowGraph
+
+if TYPE_CHECKING:
+    from baton.models import Workflow
+
+
+class WorkflowBuilder(WorkflowGraph):
+    def validate(self, is_registered: Callable[[str], bool] | None = None) -> None:
+        """Raise baton.InvalidWorkflow listing every problem, without inserting."""
+        from baton.execution.step import is_registered as registered
+
+        super().validate(is_registered or registered)
+
+    def insert(self) -> Workflow:
+        """Validate and write the workflow, its steps, edges and root jobs atomically."""
+        from baton.execution.insert import insert_graph
+
+        return insert_graph(self)
+
+    async def ainsert(self) -> Workflow:
+        return await sync_to_async(self.insert)()

@@ -1,0 +1,114 @@
+"""Inserting a workflow: validation, then every row and the root jobs in one transaction.
+
+Called inside the caller's `transaction.atomic()`, a rollback there removes all of it,
+including the root steps' Procrastinate jobs (deferred on Django's connection).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from django.db import connections, transaction
+
+from baton.exceptions import InvalidWorkflow
+from baton.execution import wakeup
+from baton.execution.deferrer import JobRequest, database_alias, defer_jobs
+from baton.execution.step import is_registered, registry
+from baton.graph.builder import WorkflowGraph
+from baton.graph.states import StepState, WorkflowState
+from baton.models import Workflow
+
+_STEP_COPY_COLUMNS = (
+    "id", "workflow_id", "name", "task_name", "args", "group", "group_key", "state", "queue",
+    "priority", "lock", "max_attempts", "ignore_cancelled", "ignore_discarded", "deps_total",
+    "deps_pending", "attempt", "snoozes", "job_id", "reason", "last_error", "traceback",
+)
+
+
+def _step_options(task_name: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    cls = registry[task_name]
+    options = {
+        "queue": cls.queue,
+        "priority": cls.priority,
+        "max_attempts": cls.max_attempts,
+        "lock": cls.lock,
+    }
+    unknown = set(overrides) - set(options)
+    if unknown:
+        raise InvalidWorkflow([f"unknown step option(s) {sorted(unknown)} for {task_name}"])
+    options.update(overrides)
+    return options
+
+
+def insert_graph(graph: WorkflowGraph) -> Workflow:
+    graph.validate(is_registered)
+    upstream_of = graph.edges()
+    alias = database_alias()
+
+    with transaction.atomic(using=alias):
+        if Workflow.objects.using(alias).filter(pk=graph.workflow_id).exists():
+            raise InvalidWorkflow([f"a workflow with id {graph.workflow_id} already exists"])
+        workflow = Workflow.objects.using(alias).create(
+            id=graph.workflow_id,
+            name=graph.workflow_name,
+            state=WorkflowState.EXECUTING,
+            ignore_cancelled=graph.ignore_cancelled,
+            ignore_discarded=graph.ignore_discarded,
+            debug=graph.debug,
+            budget_usd=graph.budget_usd,
+            step_count=len(graph.nodes),
+            unfinished_steps=len(graph.nodes),
+        )
+        with connections[alias].cursor() as cursor:
+            # Ids first, so that root jobs and edges can name steps before they exist.
+            cursor.execute(
+                "SELECT nextval(pg_get_serial_sequence('baton_step', 'id')) "
+                "FROM generate_series(1, %s)",
+                [len(graph.nodes)],
+            )
+            step_ids = {node.name: row[0] for node, row in zip(graph.nodes, cursor.fetchall(),
+                                                               strict=True)}
+            options = {node.name: _step_options(node.spec.task_name, node.spec.options)
+                       for node in graph.nodes}
+            roots = [node for node in graph.nodes if not upstream_of[node.name]]
+            job_ids = defer_jobs([
+                JobRequest(
+                    step_id=step_ids[node.name],
+                    step_name=node.name,
+                    workflow_id=str(workflow.id),
+                    task_name=node.spec.task_name,
+                    queue=options[node.name]["queue"],
+                    priority=options[node.name]["priority"],
+                    lock=options[node.name]["lock"],
+                )
+                for node in roots
+            ])
+            job_of = {node.name: job_id for node, job_id in zip(roots, job_ids, strict=True)}
+
+            raw = cursor.cursor  # psycopg's own cursor, for COPY
+            columns = ", ".join(f'"{column}"' for column in _STEP_COPY_COLUMNS)
+            with raw.copy(f"COPY baton_step ({columns}) FROM STDIN") as copy:
+                for node in graph.nodes:
+                    deps = len(upstream_of[node.name])
+                    opts = options[node.name]
+                    copy.write_row((
+                        step_ids[node.name], workflow.id, node.name, node.spec.task_name,
+                        json.dumps(dict(node.spec.args)), node.group, node.group_key,
+                        StepState.WAITING if deps else StepState.AVAILABLE,
+                        opts["queue"], opts["priority"], opts["lock"], opts["max_attempts"],
+                        graph.ignore_cancelled if node.ignore_cancelled is None
+                        else node.ignore_cancelled,
+                        graph.ignore_discarded if node.ignore_discarded is None
+                        else node.ignore_discarded,
+                        deps, deps, 0, 0, job_of.get(node.name), "", "", "",
+                    ))
+            with raw.copy(
+                "COPY baton_stepdependency (workflow_id, upstream_id, downstream_id) FROM STDIN"
+            ) as copy:
+                for name, upstream in upstream_of.items():
+                    for dep in upstream:
+                        copy.write_row((workflow.id, step_ids[dep], step_ids[name]))
+        transaction.on_commit(lambda: wakeup.job_due(None), using=alias)
+    return workflow

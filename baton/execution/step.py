@@ -1,0 +1,323 @@
+"""baton.Step: a Procrastinate task that runs one step of a workflow.
+
+The Procrastinate job carries only the step's id; everything else (args, attempts,
+state) lives in the step row. A run goes: claim (the gate) -> perform() outside any
+baton transaction -> finish (one transaction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import json
+import logging
+import traceback as traceback_module
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections
+from procrastinate import JobContext
+from procrastinate.contrib.django import app as procrastinate_app
+
+from baton.conf import settings as baton_settings
+from baton.exceptions import ResultNotSerializable, ResultTooLarge, ResultUnavailable
+from baton.execution import advance
+from baton.execution.outcomes import Discard, Error, Snooze
+from baton.graph.policy import backoff_seconds, should_retry
+from baton.graph.spec import StepSpec
+
+logger = logging.getLogger("baton")
+
+#: task name -> Step subclass, for validation and the worker.
+registry: dict[str, type[Step]] = {}
+
+_NOT_LOADED = object()
+
+
+class Job:
+    """What perform() gets: the step's args, its workflow, its dependencies' results."""
+
+    def __init__(self, claimed: advance.Claim, context: JobContext | None) -> None:
+        self._claim = claimed
+        self.context = context
+        self.args: dict[str, Any] = dict(claimed.step.args or {})
+        self.step_name: str = claimed.step.name
+        self.step_id: int = claimed.step.id
+        self.workflow_id = claimed.step.workflow_id
+        self.attempt: int = claimed.attempt
+        self._workflow: Any = None
+        self._dep_results: Any = _NOT_LOADED
+
+    @property
+    def step(self) -> Any:
+        return self._claim.step
+
+    @property
+    def workflow(self) -> Any:
+        if self._workflow is None:
+            from baton.models import Workflow
+
+            self._workflow = Workflow.objects.get(pk=self.workflow_id)
+        return self._workflow
+
+    def should_abort(self) -> bool:
+        return bool(self.context and self.context.should_abort())
+
+    # Results of dependencies -----------------------------------------------------------
+    def _load_dependencies(self) -> dict[str, tuple[str | None, str | None, bool, Any]]:
+        if self._dep_results is _NOT_LOADED:
+            from baton.results import load_dependency_results
+
+            self._dep_results = load_dependency_results(self.step_id)
+        return self._dep_results  # type: ignore[no-any-return]
+
+    def result(self, name: str) -> Any:
+        deps = self._load_dependencies()
+        if name not in deps:
+            raise ResultUnavailable(name, ResultUnavailable.NOT_A_DEP)
+        _group, _key, has_result, value = deps[name]
+        if not has_result:
+            raise ResultUnavailable(name, ResultUnavailable.NO_RESULT)
+        return value
+
+    def results(self, group: str | None = None) -> dict[str, Any]:
+        deps = self._load_dependencies()
+        if group is None:
+            return {name: value for name, (_g, _k, has, value) in deps.items() if has}
+        members = {name: item for name, item in deps.items() if item[0] == group}
+        if not members:
+            raise ResultUnavailable(group, ResultUnavailable.NOT_A_DEP)
+        return {key: value for (_g, key, has, value) in members.values() if has}
+
+    def __repr__(self) -> str:
+        return f"<baton.Job step={self.step_name!r} attempt={self.attempt}>"
+
+
+class Step:
+    """Subclass and implement perform(job). Class options mean what they mean in
+    Procrastinate; max_attempts counts the first attempt."""
+
+    queue: ClassVar[str] = "default"
+    priority: ClassVar[int] = 0
+    max_attempts: ClassVar[int] = 3
+    lock: ClassVar[str | None] = None
+    timeout: ClassVar[float | None] = None  # seconds per attempt; None: no limit
+    retry_backoff: ClassVar[float] = 1.0  # seconds before the 2nd attempt, doubling
+    retry_backoff_max: ClassVar[float] = 300.0
+    retry_jitter: ClassVar[float] = 0.1  # spread retries over [delay*(1-j), delay]
+    #: Procrastinate task name; defaults to "module.ClassName".
+    task_name: ClassVar[str]
+    abstract: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A subclass is concrete unless it says `abstract = True` in its own body.
+        if cls.__dict__.get("abstract", False):
+            return
+        cls.abstract = False
+        if "task_name" not in cls.__dict__:
+            cls.task_name = f"{cls.__module__}.{cls.__qualname__}"
+        if not isinstance(cls.max_attempts, int) or cls.max_attempts < 1:
+            raise TypeError(f"{cls.__qualname__}.max_attempts must be an int >= 1")
+        _register(cls)
+
+    @classmethod
+    def new(cls, **args: Any) -> StepSpec:
+        """A spec of this step with these args, to add to a workflow."""
+        if cls.abstract:
+            raise TypeError(f"{cls.__qualname__} is abstract; subclass it")
+        return StepSpec(task_name=cls.task_name, args=args)
+
+    def perform(self, job: Job) -> Any:
+        raise NotImplementedError(f"{type(self).__qualname__} must implement perform(job)")
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt `attempt` (1-based)."""
+        return backoff_seconds(attempt, base=self.retry_backoff, cap=self.retry_backoff_max,
+                               jitter=self.retry_jitter)
+
+    def on_result(self, job: Job, value: Any) -> Any:
+        """Hook between perform() and storing: the value to store (LLMStep strips usage)."""
+        return value
+
+
+def _register(cls: type[Step]) -> None:
+    if cls.task_name in registry and registry[cls.task_name] is not cls:
+        existing = registry[cls.task_name]
+        # Re-importing the same module (e.g. autoreload) replaces the class.
+        if (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise TypeError(
+                f"Step task name {cls.task_name!r} is used by both "
+                f"{existing.__module__}.{existing.__qualname__} and "
+                f"{cls.__module__}.{cls.__qualname__}"
+            )
+    registry[cls.task_name] = cls
+    is_async = inspect.iscoroutinefunction(cls.perform)
+
+    if is_async:
+        async def run_async(context: JobContext, step_id: int, **_: Any) -> None:
+            await _run_step_async(cls, context, step_id)
+
+        func: Callable[..., Any] = run_async
+    else:
+        def run_sync(context: JobContext, step_id: int, **_: Any) -> None:
+            _run_step_sync(cls, context, step_id)
+
+        func = run_sync
+    func.__name__ = cls.__qualname__
+    func.__qualname__ = cls.__qualname__
+    func.__module__ = cls.__module__
+    procrastinate_app.task(
+        name=cls.task_name, queue=cls.queue, priority=cls.priority, lock=cls.lock,
+        pass_context=True,
+    )(func)
+
+
+def is_registered(task_name: str) -> bool:
+    return task_name in registry
+
+
+# ---------------------------------------------------------------------------- running
+class AttemptFailed(Exception):  # noqa: N818
+    """Raised to Procrastinate after baton recorded a failed attempt, so the job shows
+    as failed there too; baton, not Procrastinate, schedules the next attempt."""
+
+
+def _run_step_sync(cls: type[Step], context: JobContext, step_id: int) -> None:
+    close_old_connections()  # a connection broken by a Postgres restart is replaced
+    try:
+        job_id = _job_id(context)
+        claimed = advance.claim(step_id, job_id)
+        if claimed is None:
+            return
+        step = cls()
+        job = Job(claimed, context)
+        try:
+            if cls.timeout:
+                value = _call_with_timeout(step.perform, job, cls.timeout)
+            else:
+                value = step.perform(job)
+            value = step.on_result(job, value)
+        except BaseException as exc:  # noqa: BLE001  (every failure is an outcome)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            value = exc
+        _conclude(step, claimed, job, value)
+    finally:
+        close_old_connections()
+
+
+async def _run_step_async(cls: type[Step], context: JobContext, step_id: int) -> None:
+    def prepare() -> tuple[advance.Claim, Job] | None:
+        close_old_connections()
+        claimed = advance.claim(step_id, _job_id(context))
+        if claimed is None:
+            return None
+        job = Job(claimed, context)
+        job._load_dependencies()  # perform() runs on the event loop: no ORM there
+        return claimed, job
+
+    prepared = await sync_to_async(prepare, thread_sensitive=False)()
+    if prepared is None:
+        return
+    claimed, job = prepared
+    step = cls()
+    try:
+        coro = step.perform(job)
+        if cls.timeout:
+            value = await asyncio.wait_for(coro, timeout=cls.timeout)
+        else:
+            value = await coro
+        value = step.on_result(job, value)
+    except asyncio.CancelledError as exc:
+        # Cancelled by an abort request: record it before letting Procrastinate know.
+        await sync_to_async(_conclude_quietly, thread_sensitive=False)(
+            step, claimed, job, Discard("aborted"))
+        raise exc
+    except Exception as exc:  # noqa: BLE001
+        value = exc
+    await sync_to_async(_conclude, thread_sensitive=False)(step, claimed, job, value)
+
+
+def _job_id(context: JobContext) -> int:
+    if context.job.id is None:  # pragma: no cover - Procrastinate always sets it
+        raise RuntimeError("baton: a step ran without a Procrastinate job id")
+    return int(context.job.id)
+
+
+def _call_with_timeout(func: Callable[[Job], Any], job: Job, seconds: float) -> Any:
+    # A thread cannot be killed: on timeout the attempt is recorded as failed and the
+    # late result, if any, is dropped by the fence.
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    try:
+        future = executor.submit(func, job)
+        try:
+            return future.result(timeout=seconds)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"perform() took longer than timeout={seconds:g}s") from None
+    finally:
+        executor.shutdown(wait=False)
+
+
+def _conclude_quietly(step: Step, claimed: advance.Claim, job: Job, value: Any) -> None:
+    try:
+        _conclude(step, claimed, job, value)
+    except AttemptFailed:
+        pass
+
+
+def _conclude(step: Step, claimed: advance.Claim, job: Job, value: Any) -> None:
+    """Turn what perform() returned or raised into an outcome and record it."""
+    try:
+        outcome = to_outcome(step, claimed, value)
+    finally:
+        close_old_connections()
+    advance.finish(claimed, outcome)
+    if isinstance(value, BaseException) and not isinstance(value, (Snooze, Discard)):
+        raise AttemptFailed(f"{claimed.step.name}: {value!r}") from value
+
+
+def to_outcome(step: Step, claimed: advance.Claim, value: Any) -> advance.Outcome:
+    name = claimed.step.name
+    if isinstance(value, Snooze):
+        return advance.Rescheduled(delay_seconds=value.seconds, snooze=True)
+    if isinstance(value, Discard):
+        return advance.Discarded(reason=value.reason)
+    if not isinstance(value, BaseException) and not isinstance(value, Error):
+        try:
+            return _completed(name, value)
+        except (ResultTooLarge, ResultNotSerializable) as exc:
+            value = exc
+    error_text = _describe(value)
+    trace = "".join(traceback_module.format_exception(value)) if value.__traceback__ else ""
+    max_attempts = claimed.step.max_attempts
+    if should_retry(claimed.attempt, max_attempts):
+        return advance.Rescheduled(delay_seconds=step.backoff(claimed.attempt), snooze=False,
+                                   error=error_text, traceback=trace)
+    return advance.Discarded(
+        reason=f"failed after {claimed.attempt} attempt(s): {error_text}",
+        error=error_text, traceback=trace,
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, Error):
+        return exc.reason
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _completed(name: str, value: Any) -> advance.Completed:
+    if value is None:
+        return advance.Completed(value_json=None)
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ResultNotSerializable(name, str(exc)) from exc
+    size = len(text.encode())
+    limit = baton_settings.RESULT_MAX_BYTES
+    if size > limit:
+        raise ResultTooLarge(name, size, limit)
+    return advance.Completed(value_json=text, size_bytes=size)
+

@@ -1,0 +1,215 @@
+"""Workflows, steps, dependency edges and results: the state machine on disk.
+
+State changes happen in baton.execution (never `queryset.update(state=...)` elsewhere),
+so that every transition is locked, counted and announced.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db import models
+from django.db.models import Q
+
+from baton.graph.states import (
+    QUEUED_STEP_STATES,
+    TERMINAL_STEP_STATES,
+    StepState,
+    WorkflowState,
+)
+
+
+def _choices(enum: type[StepState] | type[WorkflowState]) -> list[tuple[str, str]]:
+    return [(member.value, member.value.capitalize()) for member in enum]
+
+
+class WorkflowQuerySet(models.QuerySet["Workflow"]):
+    def executing(self) -> WorkflowQuerySet:
+        return self.filter(state=WorkflowState.EXECUTING)
+
+    def finished(self) -> WorkflowQuerySet:
+        return self.exclude(state=WorkflowState.EXECUTING)
+
+
+class Workflow(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    state = models.CharField(
+        max_length=16, choices=_choices(WorkflowState), default=WorkflowState.EXECUTING
+    )
+    ignore_cancelled = models.BooleanField(default=False)
+    ignore_discarded = models.BooleanField(default=False)
+    debug = models.BooleanField(default=False)
+    budget_usd = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
+    step_count = models.PositiveIntegerField(default=0)
+    # Counted down as steps become terminal, under the workflow row's lock: the step that
+    # brings it to zero finishes the workflow, exactly once.
+    unfinished_steps = models.IntegerField(default=0)
+    # Names of the steps that ended discarded or cancelled, for the outcome.
+    failed_steps = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = WorkflowQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["state", "created_at"], name="baton_wf_state_created"),
+            models.Index(fields=["name", "created_at"], name="baton_wf_name_created"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(unfinished_steps__gte=0), name="baton_wf_unfinished_gte_0"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state != WorkflowState.EXECUTING
+
+    @property
+    def progress(self) -> float:
+        """Fraction of steps that reached a terminal state."""
+        if not self.step_count:
+            return 1.0
+        return (self.step_count - self.unfinished_steps) / self.step_count
+
+    def cancel(self) -> int:
+        """Cancel pending steps and ask running ones to abort. Returns steps cancelled."""
+        from baton.execution.control import cancel_workflow
+
+        return cancel_workflow(self)
+
+    def retry(self) -> int:
+        """Re-run discarded and cancelled steps, keeping completed results."""
+        from baton.execution.control import retry_workflow
+
+        return retry_workflow(self)
+
+    async def acancel(self) -> int:
+        from asgiref.sync import sync_to_async
+
+        return await sync_to_async(self.cancel)()
+
+    async def aretry(self) -> int:
+        from asgiref.sync import sync_to_async
+
+        return await sync_to_async(self.retry)()
+
+
+class StepQuerySet(models.QuerySet["Step"]):
+    def terminal(self) -> StepQuerySet:
+        return self.filter(state__in=TERMINAL_STEP_STATES)
+
+    def unfinished(self) -> StepQuerySet:
+        return self.exclude(state__in=TERMINAL_STEP_STATES)
+
+    def queued(self) -> StepQuerySet:
+        return self.filter(state__in=QUEUED_STEP_STATES)
+
+
+class Step(models.Model):
+    id = models.BigAutoField(primary_key=True)
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="steps")
+    name = models.CharField(max_length=255)
+    task_name = models.CharField(max_length=255)
+    args = models.JSONField(default=dict, blank=True)
+    group = models.CharField(max_length=200, null=True, blank=True)
+    group_key = models.CharField(max_length=200, null=True, blank=True)
+    state = models.CharField(max_length=16, choices=_choices(StepState), default=StepState.WAITING)
+    queue = models.CharField(max_length=100, default="default")
+    priority = models.IntegerField(default=0)
+    lock = models.CharField(max_length=255, null=True, blank=True)
+    max_attempts = models.PositiveIntegerField(default=1)
+    ignore_cancelled = models.BooleanField(default=False)
+    ignore_discarded = models.BooleanField(default=False)
+    deps_total = models.PositiveIntegerField(default=0)
+    # Counted down as deps complete (or fail under an ignore policy); the completion that
+    # brings it to zero enqueues the step, exactly once.
+    deps_pending = models.IntegerField(default=0)
+    # Attempts begun; a snooze gives its attempt back.
+    attempt = models.PositiveIntegerField(default=0)
+    snoozes = models.PositiveIntegerField(default=0)
+    # The Procrastinate job allowed to run this step; any other job for it is stale.
+    job_id = models.BigIntegerField(null=True, blank=True)
+    scheduled_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Why the step was cancelled or discarded ("dep parse discarded", "budget exceeded").
+    reason = models.TextField(blank=True, default="")
+    last_error = models.TextField(blank=True, default="")
+    traceback = models.TextField(blank=True, default="")
+
+    objects = StepQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["workflow", "name"], name="baton_step_unique_name"),
+            models.CheckConstraint(condition=Q(deps_pending__gte=0), name="baton_step_pending_gte_0"),
+        ]
+        indexes = [
+            models.Index(fields=["workflow", "state"], name="baton_step_wf_state"),
+            # The sweep looks for steps that should have a live job.
+            models.Index(
+                fields=["state", "job_id"],
+                name="baton_step_queued",
+                condition=Q(state__in=sorted(QUEUED_STEP_STATES)),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} [{self.state}]"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STEP_STATES
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+    def result_value(self) -> Any:
+        """The stored result, or None when the step stored none."""
+        try:
+            return self.result.value
+        except StepResult.DoesNotExist:
+            return None
+
+
+class StepDependency(models.Model):
+    """An edge: `downstream` waits for `upstream`."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="edges")
+    upstream = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="downstream_edges")
+    downstream = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="upstream_edges")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["upstream", "downstream"], name="baton_edge_unique"),
+            models.CheckConstraint(
+                condition=~Q(upstream=models.F("downstream")), name="baton_edge_not_self"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.upstream_id} -> {self.downstream_id}"
+
+
+class StepResult(models.Model):
+    """A completed step's return value, kept apart so hot step rows stay small."""
+
+    step = models.OneToOneField(Step, on_delete=models.CASCADE, primary_key=True, related_name="result")
+    value = models.JSONField(null=True)
+    size_bytes = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"result of step {self.step_id}"

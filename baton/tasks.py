@@ -1,0 +1,1 @@
+"""baton's own Procrastinate tasks (autodiscovered by procrastinate.contrib.django)."""

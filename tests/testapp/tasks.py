@@ -1,0 +1,124 @@
+"""Steps used by baton's own tests. Each records its perform() calls in PerformRun."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from asgiref.sync import sync_to_async
+
+import baton
+from tests.testapp.models import PerformRun
+
+
+def _record_start(job: baton.Job) -> PerformRun:
+    return PerformRun.objects.create(
+        workflow_id=job.workflow_id, step=job.step_name, attempt=job.attempt,
+        started=time.time(), pid=os.getpid(),
+    )
+
+
+def _record_finish(run: PerformRun) -> None:
+    run.finished = time.time()
+    run.save(update_fields=["finished"])
+
+
+class Echo(baton.Step):
+    """Returns its args["value"] (or None), after sleeping args["sleep"] seconds."""
+
+    max_attempts = 1
+
+    def perform(self, job: baton.Job) -> Any:
+        run = _record_start(job)
+        if job.args.get("sleep"):
+            time.sleep(job.args["sleep"])
+        _record_finish(run)
+        return job.args.get("value")
+
+
+class Collect(baton.Step):
+    """Returns every dependency result it can see: {"seen": job.results()}."""
+
+    max_attempts = 1
+
+    def perform(self, job: baton.Job) -> Any:
+        run = _record_start(job)
+        group = job.args.get("group")
+        seen = job.results(group) if group else job.results()
+        _record_finish(run)
+        return {"seen": seen}
+
+
+class Flaky(baton.Step):
+    """Fails (raises) until attempt args["succeed_on"], then returns the attempt."""
+
+    max_attempts = 3
+    retry_backoff = 0.05
+    retry_jitter = 0.0
+
+    def perform(self, job: baton.Job) -> Any:
+        run = _record_start(job)
+        _record_finish(run)
+        if job.attempt < job.args.get("succeed_on", 1):
+            raise RuntimeError(f"flaky failure on attempt {job.attempt}")
+        return {"attempt": job.attempt}
+
+
+class ReturnsError(baton.Step):
+    max_attempts = 2
+    retry_backoff = 0.05
+    retry_jitter = 0.0
+
+    def perform(self, job: baton.Job) -> Any:
+        _record_finish(_record_start(job))
+        return baton.Error("upstream said no")
+
+
+class Snoozer(baton.Step):
+    """Snoozes args["times"] times for args["seconds"], then returns its snooze count."""
+
+    max_attempts = 1
+
+    def perform(self, job: baton.Job) -> Any:
+        _record_finish(_record_start(job))
+        done = PerformRun.objects.filter(workflow_id=job.workflow_id, step=job.step_name).count()
+        if done <= job.args.get("times", 1):
+            return baton.Snooze(job.args.get("seconds", 0.2))
+        return {"runs": done, "attempt": job.attempt}
+
+
+class Discarder(baton.Step):
+    max_attempts = 5
+
+    def perform(self, job: baton.Job) -> Any:
+        _record_finish(_record_start(job))
+        raise baton.Discard(job.args.get("reason", "not today"))
+
+
+class AsyncEcho(baton.Step):
+    max_attempts = 1
+
+    async def perform(self, job: baton.Job) -> Any:
+        run = await sync_to_async(_record_start)(job)
+        await asyncio.sleep(job.args.get("sleep", 0))
+        await sync_to_async(_record_finish)(run)
+        upstream = job.results()
+        return {"value": job.args.get("value"), "upstream": upstream}
+
+
+class BigResult(baton.Step):
+    max_attempts = 1
+
+    def perform(self, job: baton.Job) -> Any:
+        _record_finish(_record_start(job))
+        return {"blob": "x" * job.args["size"]}
+
+
+class Unserialisable(baton.Step):
+    max_attempts = 1
+
+    def perform(self, job: baton.Job) -> Any:
+        _record_finish(_record_start(job))
+        return {"when": object()}
