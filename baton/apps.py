@@ -8,5 +8,7 @@ class BatonConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from baton import checks  # noqa: F401  (registers the system checks)
-        from baton import tasks  # noqa: F401  (registers baton's own periodic tasks)
+        from baton import (
+            checks,  # noqa: F401  (registers the system checks)
+            tasks,  # noqa: F401  (registers baton's own periodic tasks)
+        )

@@ -151,7 +151,9 @@ class Step(models.Model):
         ordering = ["id"]
         constraints = [
             models.UniqueConstraint(fields=["workflow", "name"], name="baton_step_unique_name"),
-            models.CheckConstraint(condition=Q(deps_pending__gte=0), name="baton_step_pending_gte_0"),
+            models.CheckConstraint(
+                condition=Q(deps_pending__gte=0), name="baton_step_pending_gte_0"
+            ),
         ]
         indexes = [
             models.Index(fields=["workflow", "state"], name="baton_step_wf_state"),
@@ -206,7 +208,9 @@ class StepDependency(models.Model):
 class StepResult(models.Model):
     """A completed step's return value, kept apart so hot step rows stay small."""
 
-    step = models.OneToOneField(Step, on_delete=models.CASCADE, primary_key=True, related_name="result")
+    step = models.OneToOneField(
+        Step, on_delete=models.CASCADE, primary_key=True, related_name="result"
+    )
     value = models.JSONField(null=True)
     size_bytes = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -42,4 +42,5 @@ def get_result(job: Any, name: str) -> Any:
 
 def get_all_results(job: Any) -> dict[str, Any]:
     """{dep name: result} for every dependency that stored one."""
-    return job.results()
+    results: dict[str, Any] = job.results()
+    return results

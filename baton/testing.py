@@ -74,8 +74,17 @@ class WorkerProcess:
         from django.db import connections
 
         name = connections[self.database].settings_dict["NAME"]
-        command = [sys.executable, "-m", "baton.testing", self.database, str(name),
-                   "baton", "worker", "--concurrency", str(self.concurrency)]
+        command = [
+            sys.executable,
+            "-m",
+            "baton.testing",
+            self.database,
+            str(name),
+            "baton",
+            "worker",
+            "--concurrency",
+            str(self.concurrency),
+        ]
         if self.queues:
             command += ["--queues", ",".join(self.queues)]
         if self.polling_interval is not None:
@@ -93,10 +102,13 @@ class WorkerProcess:
         fd, path = tempfile.mkstemp(prefix="baton-worker-", suffix=".log")
         os.close(fd)
         self.log_path = Path(path)
-        self._log_file = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop())
+        self._log_file = open(self.log_path, "wb")
         before = _latest_worker_id(self.database)
         self.process = subprocess.Popen(
-            self._command(), env=env, stdout=self._log_file, stderr=subprocess.STDOUT,
+            self._command(),
+            env=env,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
         if wait:
@@ -140,8 +152,12 @@ class WorkerProcess:
     def __enter__(self) -> WorkerProcess:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
 
@@ -171,8 +187,11 @@ def wait_for_workflow(workflow: Any, timeout: float = 60.0, poll: float = 0.05) 
         if current.is_finished:
             return current
         if time.monotonic() > deadline:
-            unfinished = {name: state for name, state in step_states(current).items()
-                          if state not in ("completed", "discarded", "cancelled")}
+            unfinished = {
+                name: state
+                for name, state in step_states(current).items()
+                if state not in ("completed", "discarded", "cancelled")
+            }
             sample = dict(list(unfinished.items())[:20])
             raise WorkflowTimeout(
                 f"workflow {current.name} ({current.pk}) still {current.state} after "
@@ -195,9 +214,11 @@ def assert_completed(workflow: Any) -> None:
 
     workflow.refresh_from_db()
     if workflow.state != "completed":
-        bad = list(Step.objects.filter(workflow_id=workflow.pk)
-                   .exclude(state="completed").values_list("name", "state", "reason",
-                                                           "last_error")[:20])
+        bad = list(
+            Step.objects.filter(workflow_id=workflow.pk)
+            .exclude(state="completed")
+            .values_list("name", "state", "reason", "last_error")[:20]
+        )
         raise AssertionError(f"workflow {workflow.name} is {workflow.state}: {bad}")
 
 

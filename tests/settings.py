@@ -54,7 +54,7 @@ TEMPLATES = [
 ]
 STATIC_URL = "/static/"
 ASGI_APPLICATION = "tests.asgi.application"
-BATON: dict = {}
+BATON: dict[str, object] = {}
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

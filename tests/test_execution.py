@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 import baton
@@ -105,7 +107,7 @@ def test_snooze_runs_again_without_consuming_an_attempt(worker):
     assert s.result_value() == {"runs": 3, "attempt": 1}
     assert s.snoozes == 2 and s.attempt == 1
     starts = [r.started for r in runs(workflow, "s")]
-    assert all(later - earlier >= 0.29 for earlier, later in zip(starts, starts[1:]))
+    assert all(later - earlier >= 0.29 for earlier, later in pairwise(starts))
 
 
 def test_discard_gives_up_at_once(worker):
@@ -160,7 +162,9 @@ def test_async_perform(worker):
     workflow = wait_for_workflow(workflow, timeout=30)
     assert_completed(workflow)
     assert step(workflow, "b").result_value() == {
-        "value": 2, "upstream": {"a": {"value": 1, "upstream": {}}}}
+        "value": 2,
+        "upstream": {"a": {"value": 1, "upstream": {}}},
+    }
 
 
 def test_result_over_limit_is_a_clear_error(worker, settings):

@@ -97,8 +97,9 @@ class Announcements:
         for at in self.due:
             wakeup.job_due(at)
         for step, old_state in self.transitions:
-            _send_robustly(signals.step_transitioned, step=step, old_state=old_state,
-                           new_state=step.state)
+            _send_robustly(
+                signals.step_transitioned, step=step, old_state=old_state, new_state=step.state
+            )
         if self.finished_workflows:
             workflows = Workflow.objects.using(self.alias).in_bulk(
                 [workflow_id for workflow_id, _ in self.finished_workflows]
@@ -111,15 +112,18 @@ class Announcements:
 
 def _send_robustly(signal: Any, **kwargs: Any) -> None:
     # A failing receiver must not fail the step whose transition it observes.
-    for receiver, response in signal.send_robust(sender=Step if "step" in kwargs else Workflow,
-                                                 **kwargs):
+    for receiver, response in signal.send_robust(
+        sender=Step if "step" in kwargs else Workflow, **kwargs
+    ):
         if isinstance(response, Exception):
-            logger.error("baton signal receiver %r failed: %r", receiver, response,
-                         exc_info=response)
+            logger.error(
+                "baton signal receiver %r failed: %r", receiver, response, exc_info=response
+            )
 
 
 _CONVERTERS = [
-    (index, field) for index, field in enumerate(Step._meta.concrete_fields)
+    (index, field)
+    for index, field in enumerate(Step._meta.concrete_fields)
     if hasattr(field, "from_db_value")
 ]
 
@@ -175,22 +179,29 @@ def claim(step_id: int, job_id: int) -> Claim | None:
         )
         row = cursor.fetchone()
         if row is None:
-            logger.warning("baton: job %s names step %s, which no longer exists", job_id,
-                           step_id)
+            logger.warning("baton: job %s names step %s, which no longer exists", job_id, step_id)
             return None
         step = steps_from_rows([row], alias)[0]
         if step.state == S.EXECUTING and step.job_id == job_id:
             _apply(
                 cursor,
                 Claim(step=step, job_id=job_id, attempt=step.attempt),
-                Discarded(reason=f"worker lost during its last attempt ({step.attempt} of "
-                                 f"{step.max_attempts})"),
+                Discarded(
+                    reason=f"worker lost during its last attempt ({step.attempt} of "
+                    f"{step.max_attempts})"
+                ),
                 announcements,
             )
             announcements.register()
         else:
-            logger.info("baton: job %s for step %s (%s) is stale; state is %s, current job %s",
-                        job_id, step.name, step_id, step.state, step.job_id)
+            logger.info(
+                "baton: job %s for step %s (%s) is stale; state is %s, current job %s",
+                job_id,
+                step.name,
+                step_id,
+                step.state,
+                step.job_id,
+            )
         return None
 
 
@@ -206,17 +217,25 @@ def finish(claimed: Claim, outcome: Outcome) -> bool:
     if not applied:
         logger.warning(
             "baton: attempt %s of step %s (job %s) was superseded; its outcome is dropped",
-            claimed.attempt, claimed.step.name, claimed.job_id,
+            claimed.attempt,
+            claimed.step.name,
+            claimed.job_id,
         )
     return applied
 
 
 def _apply(cursor: Any, claimed: Claim, outcome: Outcome, ann: Announcements) -> bool:
     step = claimed.step
-    fence = {"id": step.id, "job_id": claimed.job_id, "attempt": claimed.attempt,
-             "executing": S.EXECUTING.value}
-    fence_sql = ("WHERE s.id = %(id)s AND s.job_id = %(job_id)s AND s.attempt = %(attempt)s "
-                 "AND s.state = %(executing)s")
+    fence = {
+        "id": step.id,
+        "job_id": claimed.job_id,
+        "attempt": claimed.attempt,
+        "executing": S.EXECUTING.value,
+    }
+    fence_sql = (
+        "WHERE s.id = %(id)s AND s.job_id = %(job_id)s AND s.attempt = %(attempt)s "
+        "AND s.state = %(executing)s"
+    )
 
     if isinstance(outcome, Rescheduled):
         at = timezone.now() + datetime.timedelta(seconds=outcome.delay_seconds)
@@ -234,9 +253,16 @@ def _apply(cursor: Any, claimed: Claim, outcome: Outcome, ann: Announcements) ->
              {fence_sql}
          RETURNING {STEP_COLUMNS}
             """,
-            {**fence, "state": new_state.value, "new_job": job_id, "at": at,
-             "give_back": int(outcome.snooze), "snoozed": int(outcome.snooze),
-             "error": outcome.error, "tb": outcome.traceback},
+            {
+                **fence,
+                "state": new_state.value,
+                "new_job": job_id,
+                "at": at,
+                "give_back": int(outcome.snooze),
+                "snoozed": int(outcome.snooze),
+                "error": outcome.error,
+                "tb": outcome.traceback,
+            },
         )
         rows = cursor.fetchall()
         if not rows:
@@ -279,8 +305,13 @@ def _apply(cursor: Any, claimed: Claim, outcome: Outcome, ann: Announcements) ->
          {fence_sql}
      RETURNING {STEP_COLUMNS}
         """,
-        {**fence, "discarded": S.DISCARDED.value, "reason": outcome.reason,
-         "error": outcome.error, "tb": outcome.traceback},
+        {
+            **fence,
+            "discarded": S.DISCARDED.value,
+            "reason": outcome.reason,
+            "error": outcome.error,
+            "tb": outcome.traceback,
+        },
     )
     rows = cursor.fetchall()
     if not rows:
@@ -324,7 +355,9 @@ def _release_dependents(cursor: Any, done: Step, ann: Announcements) -> None:
         """,
         {"id": done.id, "waiting": S.WAITING.value},
     )
-    ready = [step for step in steps_from_rows(cursor.fetchall(), ann.alias) if step.deps_pending == 0]
+    ready = [
+        step for step in steps_from_rows(cursor.fetchall(), ann.alias) if step.deps_pending == 0
+    ]
     enqueue(cursor, ready, ann)
 
 
@@ -387,8 +420,12 @@ def fail_steps(cursor: Any, failed: Sequence[Step], ann: Announcements) -> None:
         failed_deps_of: dict[int, list[int]] = defaultdict(list)
         rows_by_id: dict[int, dict[str, Any]] = {}
         for upstream_id, dep_id, state, ignore_cancelled, ignore_discarded in cursor.fetchall():
-            row = {"id": dep_id, "state": state, "ignore_cancelled": ignore_cancelled,
-                   "ignore_discarded": ignore_discarded}
+            row = {
+                "id": dep_id,
+                "state": state,
+                "ignore_cancelled": ignore_cancelled,
+                "ignore_discarded": ignore_discarded,
+            }
             rows_by_id[dep_id] = row
             dependents_of[upstream_id].append(row)
             failed_deps_of[dep_id].append(upstream_id)
@@ -407,8 +444,9 @@ def fail_steps(cursor: Any, failed: Sequence[Step], ann: Announcements) -> None:
         for dep_id, upstream_ids in failed_deps_of.items():
             if rows_by_id[dep_id]["state"] != S.WAITING:
                 continue
-            blocking = [u for u in upstream_ids
-                        if not _ignores(rows_by_id[dep_id], failed_by_id[u][1])]
+            blocking = [
+                u for u in upstream_ids if not _ignores(rows_by_id[dep_id], failed_by_id[u][1])
+            ]
             if blocking:
                 name, kind, _ = failed_by_id[blocking[0]]
                 to_cancel[dep_id] = f"dep {name} {kind}"
@@ -425,8 +463,12 @@ def fail_steps(cursor: Any, failed: Sequence[Step], ann: Announcements) -> None:
                  WHERE s.id = v.id AND s.state = %(waiting)s
              RETURNING {STEP_COLUMNS}
                 """,
-                {"cancelled": S.CANCELLED.value, "waiting": S.WAITING.value,
-                 "ids": list(to_cancel), "reasons": list(to_cancel.values())},
+                {
+                    "cancelled": S.CANCELLED.value,
+                    "waiting": S.WAITING.value,
+                    "ids": list(to_cancel),
+                    "reasons": list(to_cancel.values()),
+                },
             )
             for step in steps_from_rows(cursor.fetchall(), ann.alias):
                 ann.step(step, S.WAITING)
@@ -441,10 +483,15 @@ def fail_steps(cursor: Any, failed: Sequence[Step], ann: Announcements) -> None:
                  WHERE s.id = v.id AND s.state = %(waiting)s
              RETURNING {STEP_COLUMNS}
                 """,
-                {"waiting": S.WAITING.value, "ids": list(to_decrement),
-                 "ns": list(to_decrement.values())},
+                {
+                    "waiting": S.WAITING.value,
+                    "ids": list(to_decrement),
+                    "ns": list(to_decrement.values()),
+                },
             )
-            ready = [s for s in steps_from_rows(cursor.fetchall(), ann.alias) if s.deps_pending == 0]
+            ready = [
+                s for s in steps_from_rows(cursor.fetchall(), ann.alias) if s.deps_pending == 0
+            ]
             enqueue(cursor, ready, ann)
 
     for workflow_id, (count, names) in by_workflow.items():
@@ -453,7 +500,11 @@ def fail_steps(cursor: Any, failed: Sequence[Step], ann: Announcements) -> None:
 
 # ------------------------------------------------------------------- finishing workflows
 def _count_down_workflow(
-    cursor: Any, workflow_id: Any, *, terminal: int, failed_names: list[str],
+    cursor: Any,
+    workflow_id: Any,
+    *,
+    terminal: int,
+    failed_names: list[str],
     ann: Announcements,
 ) -> None:
     # Locks the workflow row until commit, last in the transaction so it is held briefly;

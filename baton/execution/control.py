@@ -24,8 +24,7 @@ def cancel_workflow(workflow: Workflow, reason: str = "workflow cancelled") -> i
     alias = database_alias()
     ann = Announcements(alias)
     with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
-        cursor.execute("SELECT state FROM baton_workflow WHERE id = %s FOR UPDATE",
-                       [workflow.pk])
+        cursor.execute("SELECT state FROM baton_workflow WHERE id = %s FOR UPDATE", [workflow.pk])
         row = cursor.fetchone()
         if row is None or row[0] != WorkflowState.EXECUTING:
             return 0
@@ -38,8 +37,12 @@ def cancel_workflow(workflow: Workflow, reason: str = "workflow cancelled") -> i
              WHERE s.id = old.id
          RETURNING {STEP_COLUMNS}, old.old_state
             """,
-            {"cancelled": S.CANCELLED.value, "reason": reason, "wf": workflow.pk,
-             "pending": _PENDING},
+            {
+                "cancelled": S.CANCELLED.value,
+                "reason": reason,
+                "wf": workflow.pk,
+                "pending": _PENDING,
+            },
         )
         rows = cursor.fetchall()
         cancelled = steps_from_rows(rows, alias)
@@ -76,8 +79,7 @@ def retry_workflow(workflow: Workflow) -> int:
     alias = database_alias()
     ann = Announcements(alias)
     with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
-        cursor.execute("SELECT state FROM baton_workflow WHERE id = %s FOR UPDATE",
-                       [workflow.pk])
+        cursor.execute("SELECT state FROM baton_workflow WHERE id = %s FOR UPDATE", [workflow.pk])
         if cursor.fetchone() is None:
             return 0
         # deps_pending counts every dependency that is not completed: the ones being
@@ -96,8 +98,12 @@ def retry_workflow(workflow: Workflow) -> int:
              WHERE s.id = old.id
          RETURNING {STEP_COLUMNS}, old.old_state
             """,
-            {"waiting": S.WAITING.value, "completed": S.COMPLETED.value, "wf": workflow.pk,
-             "failed": [S.DISCARDED.value, S.CANCELLED.value]},
+            {
+                "waiting": S.WAITING.value,
+                "completed": S.COMPLETED.value,
+                "wf": workflow.pk,
+                "failed": [S.DISCARDED.value, S.CANCELLED.value],
+            },
         )
         rows = cursor.fetchall()
         reset = steps_from_rows(rows, alias)

@@ -21,9 +21,28 @@ from baton.graph.states import StepState, WorkflowState
 from baton.models import Workflow
 
 _STEP_COPY_COLUMNS = (
-    "id", "workflow_id", "name", "task_name", "args", "group", "group_key", "state", "queue",
-    "priority", "lock", "max_attempts", "ignore_cancelled", "ignore_discarded", "deps_total",
-    "deps_pending", "attempt", "snoozes", "job_id", "reason", "last_error", "traceback",
+    "id",
+    "workflow_id",
+    "name",
+    "task_name",
+    "args",
+    "group",
+    "group_key",
+    "state",
+    "queue",
+    "priority",
+    "lock",
+    "max_attempts",
+    "ignore_cancelled",
+    "ignore_discarded",
+    "deps_total",
+    "deps_pending",
+    "attempt",
+    "snoozes",
+    "job_id",
+    "reason",
+    "last_error",
+    "traceback",
 )
 
 
@@ -68,23 +87,28 @@ def insert_graph(graph: WorkflowGraph) -> Workflow:
                 "FROM generate_series(1, %s)",
                 [len(graph.nodes)],
             )
-            step_ids = {node.name: row[0] for node, row in zip(graph.nodes, cursor.fetchall(),
-                                                               strict=True)}
-            options = {node.name: _step_options(node.spec.task_name, node.spec.options)
-                       for node in graph.nodes}
+            step_ids = {
+                node.name: row[0] for node, row in zip(graph.nodes, cursor.fetchall(), strict=True)
+            }
+            options = {
+                node.name: _step_options(node.spec.task_name, node.spec.options)
+                for node in graph.nodes
+            }
             roots = [node for node in graph.nodes if not upstream_of[node.name]]
-            job_ids = defer_jobs([
-                JobRequest(
-                    step_id=step_ids[node.name],
-                    step_name=node.name,
-                    workflow_id=str(workflow.id),
-                    task_name=node.spec.task_name,
-                    queue=options[node.name]["queue"],
-                    priority=options[node.name]["priority"],
-                    lock=options[node.name]["lock"],
-                )
-                for node in roots
-            ])
+            job_ids = defer_jobs(
+                [
+                    JobRequest(
+                        step_id=step_ids[node.name],
+                        step_name=node.name,
+                        workflow_id=str(workflow.id),
+                        task_name=node.spec.task_name,
+                        queue=options[node.name]["queue"],
+                        priority=options[node.name]["priority"],
+                        lock=options[node.name]["lock"],
+                    )
+                    for node in roots
+                ]
+            )
             job_of = {node.name: job_id for node, job_id in zip(roots, job_ids, strict=True)}
 
             raw = cursor.cursor  # psycopg's own cursor, for COPY
@@ -93,17 +117,36 @@ def insert_graph(graph: WorkflowGraph) -> Workflow:
                 for node in graph.nodes:
                     deps = len(upstream_of[node.name])
                     opts = options[node.name]
-                    copy.write_row((
-                        step_ids[node.name], workflow.id, node.name, node.spec.task_name,
-                        json.dumps(dict(node.spec.args)), node.group, node.group_key,
-                        StepState.WAITING if deps else StepState.AVAILABLE,
-                        opts["queue"], opts["priority"], opts["lock"], opts["max_attempts"],
-                        graph.ignore_cancelled if node.ignore_cancelled is None
-                        else node.ignore_cancelled,
-                        graph.ignore_discarded if node.ignore_discarded is None
-                        else node.ignore_discarded,
-                        deps, deps, 0, 0, job_of.get(node.name), "", "", "",
-                    ))
+                    copy.write_row(
+                        (
+                            step_ids[node.name],
+                            workflow.id,
+                            node.name,
+                            node.spec.task_name,
+                            json.dumps(dict(node.spec.args)),
+                            node.group,
+                            node.group_key,
+                            StepState.WAITING if deps else StepState.AVAILABLE,
+                            opts["queue"],
+                            opts["priority"],
+                            opts["lock"],
+                            opts["max_attempts"],
+                            graph.ignore_cancelled
+                            if node.ignore_cancelled is None
+                            else node.ignore_cancelled,
+                            graph.ignore_discarded
+                            if node.ignore_discarded is None
+                            else node.ignore_discarded,
+                            deps,
+                            deps,
+                            0,
+                            0,
+                            job_of.get(node.name),
+                            "",
+                            "",
+                            "",
+                        )
+                    )
             with raw.copy(
                 "COPY baton_stepdependency (workflow_id, upstream_id, downstream_id) FROM STDIN"
             ) as copy:

@@ -6,7 +6,7 @@ Each can be returned or raised; raising is handy deep inside helper functions.
 from __future__ import annotations
 
 
-class Outcome(Exception):  # noqa: N818  (control flow, spelled as a type)
+class Outcome(Exception):
     """Base of the explicit outcomes of a step."""
 
 

@@ -89,7 +89,7 @@ class Job:
         members = {name: item for name, item in deps.items() if item[0] == group}
         if not members:
             raise ResultUnavailable(group, ResultUnavailable.NOT_A_DEP)
-        return {key: value for (_g, key, has, value) in members.values() if has}
+        return {str(key): value for (_g, key, has, value) in members.values() if has}
 
     def __repr__(self) -> str:
         return f"<baton.Job step={self.step_name!r} attempt={self.attempt}>"
@@ -135,8 +135,9 @@ class Step:
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait after failed attempt `attempt` (1-based)."""
-        return backoff_seconds(attempt, base=self.retry_backoff, cap=self.retry_backoff_max,
-                               jitter=self.retry_jitter)
+        return backoff_seconds(
+            attempt, base=self.retry_backoff, cap=self.retry_backoff_max, jitter=self.retry_jitter
+        )
 
     def on_result(self, job: Job, value: Any) -> Any:
         """Hook between perform() and storing: the value to store (LLMStep strips usage)."""
@@ -157,11 +158,13 @@ def _register(cls: type[Step]) -> None:
     is_async = inspect.iscoroutinefunction(cls.perform)
 
     if is_async:
+
         async def run_async(context: JobContext, step_id: int, **_: Any) -> None:
             await _run_step_async(cls, context, step_id)
 
         func: Callable[..., Any] = run_async
     else:
+
         def run_sync(context: JobContext, step_id: int, **_: Any) -> None:
             _run_step_sync(cls, context, step_id)
 
@@ -170,7 +173,10 @@ def _register(cls: type[Step]) -> None:
     func.__qualname__ = cls.__qualname__
     func.__module__ = cls.__module__
     procrastinate_app.task(
-        name=cls.task_name, queue=cls.queue, priority=cls.priority, lock=cls.lock,
+        name=cls.task_name,
+        queue=cls.queue,
+        priority=cls.priority,
+        lock=cls.lock,
         pass_context=True,
     )(func)
 
@@ -180,7 +186,7 @@ def is_registered(task_name: str) -> bool:
 
 
 # ---------------------------------------------------------------------------- running
-class AttemptFailed(Exception):  # noqa: N818
+class AttemptFailed(Exception):
     """Raised to Procrastinate after baton recorded a failed attempt, so the job shows
     as failed there too; baton, not Procrastinate, schedules the next attempt."""
 
@@ -200,7 +206,7 @@ def _run_step_sync(cls: type[Step], context: JobContext, step_id: int) -> None:
             else:
                 value = step.perform(job)
             value = step.on_result(job, value)
-        except BaseException as exc:  # noqa: BLE001  (every failure is an outcome)
+        except BaseException as exc:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
             value = exc
@@ -234,9 +240,10 @@ async def _run_step_async(cls: type[Step], context: JobContext, step_id: int) ->
     except asyncio.CancelledError as exc:
         # Cancelled by an abort request: record it before letting Procrastinate know.
         await sync_to_async(_conclude_quietly, thread_sensitive=False)(
-            step, claimed, job, Discard("aborted"))
+            step, claimed, job, Discard("aborted")
+        )
         raise exc
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         value = exc
     await sync_to_async(_conclude, thread_sensitive=False)(step, claimed, job, value)
 
@@ -294,11 +301,16 @@ def to_outcome(step: Step, claimed: advance.Claim, value: Any) -> advance.Outcom
     trace = "".join(traceback_module.format_exception(value)) if value.__traceback__ else ""
     max_attempts = claimed.step.max_attempts
     if should_retry(claimed.attempt, max_attempts):
-        return advance.Rescheduled(delay_seconds=step.backoff(claimed.attempt), snooze=False,
-                                   error=error_text, traceback=trace)
+        return advance.Rescheduled(
+            delay_seconds=step.backoff(claimed.attempt),
+            snooze=False,
+            error=error_text,
+            traceback=trace,
+        )
     return advance.Discarded(
         reason=f"failed after {claimed.attempt} attempt(s): {error_text}",
-        error=error_text, traceback=trace,
+        error=error_text,
+        traceback=trace,
     )
 
 
@@ -320,4 +332,3 @@ def _completed(name: str, value: Any) -> advance.Completed:
     if size > limit:
         raise ResultTooLarge(name, size, limit)
     return advance.Completed(value_json=text, size_bytes=size)
-

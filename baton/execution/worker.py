@@ -13,6 +13,7 @@ arms a timer for each job baton schedules from this process.
 from __future__ import annotations
 
 import asyncio
+import typing
 from typing import Any
 
 from procrastinate import worker as procrastinate_worker
@@ -35,10 +36,10 @@ class _StickyEvent(asyncio.Event):
         self._sets += 1
         super().set()
 
-    async def wait(self) -> bool:
-        result = await super().wait()
+    async def wait(self) -> typing.Literal[True]:
+        await super().wait()
         self._seen = self._sets
-        return result
+        return True
 
     def clear(self) -> None:
         if self._sets == self._seen:
@@ -57,7 +58,7 @@ class BatonWorker(procrastinate_worker.Worker):
     async def run(self) -> None:
         wakeup.attach(asyncio.get_running_loop(), self._wake)
         try:
-            await super().run()
+            await super().run()  # type: ignore[no-untyped-call]
         finally:
             wakeup.detach()
 

@@ -9,13 +9,19 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from baton.exceptions import InvalidWorkflow
 from baton.graph.spec import NodeSpec, StepSpec
 from baton.graph.validate import expand_deps, find_problems
 
 MODEL_ARG = "workflow_model"
+
+
+class StepClass(Protocol):
+    """Anything with new(**args) -> StepSpec, such as a baton.Step subclass."""
+
+    def new(self, **args: Any) -> StepSpec: ...
 
 
 def _as_names(deps: str | Iterable[str]) -> tuple[str, ...]:
@@ -109,12 +115,12 @@ class WorkflowGraph:
     def fan_out(
         self,
         base: str,
-        step: Callable[..., StepSpec] | Any,
+        step: StepClass,
         *,
         models: Sequence[str],
         args: Mapping[str, Any] | None = None,
         deps: str | Iterable[str] = (),
-        synthesize_with: Callable[..., StepSpec] | Any | None = None,
+        synthesize_with: StepClass | None = None,
         synthesize_model: str | None = None,
     ) -> Self:
         """One step per model as the group `base`, and optionally a synthesis step."""

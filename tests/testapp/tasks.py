@@ -15,8 +15,11 @@ from tests.testapp.models import PerformRun
 
 def _record_start(job: baton.Job) -> PerformRun:
     return PerformRun.objects.create(
-        workflow_id=job.workflow_id, step=job.step_name, attempt=job.attempt,
-        started=time.time(), pid=os.getpid(),
+        workflow_id=job.workflow_id,
+        step=job.step_name,
+        attempt=job.attempt,
+        started=time.time(),
+        pid=os.getpid(),
     )
 
 

@@ -19,11 +19,16 @@ class Command(BaseCommand):
             "worker",
             help="Run a Procrastinate worker with baton's prompt hand-offs.",
         )
-        worker.add_argument("-q", "--queues", default="",
-                            help="Comma-separated queues (default: all).")
+        worker.add_argument(
+            "-q", "--queues", default="", help="Comma-separated queues (default: all)."
+        )
         worker.add_argument("-c", "--concurrency", type=int, default=4)
-        worker.add_argument("--polling-interval", type=float, default=None,
-                            help="Seconds between polls for jobs (fallback; default 1).")
+        worker.add_argument(
+            "--polling-interval",
+            type=float,
+            default=None,
+            help="Seconds between polls for jobs (fallback; default 1).",
+        )
         worker.add_argument("-n", "--name", default=None)
         worker.add_argument("--shutdown-graceful-timeout", type=float, default=None)
 
@@ -35,7 +40,7 @@ class Command(BaseCommand):
             raise CommandError(f"unknown command {command!r}")
 
     def _worker(self, options: dict[str, Any]) -> None:
-        from procrastinate.contrib.django import app
+        from procrastinate.contrib.django import app, django_connector
 
         from baton.execution.worker import run_worker
 
@@ -53,7 +58,10 @@ class Command(BaseCommand):
             kwargs["shutdown_graceful_timeout"] = options["shutdown_graceful_timeout"]
 
         async def main() -> None:
-            worker_app = app.with_connector(app.connector.get_worker_connector())
+            connector = app.connector
+            if isinstance(connector, django_connector.DjangoConnector):
+                connector = connector.get_worker_connector()
+            worker_app = app.with_connector(connector)
             async with worker_app.open_async():
                 await run_worker(worker_app, **kwargs)
 

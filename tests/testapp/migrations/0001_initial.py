@@ -4,23 +4,26 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='PerformRun',
+            name="PerformRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('workflow_id', models.UUIDField()),
-                ('step', models.CharField(max_length=255)),
-                ('attempt', models.IntegerField()),
-                ('started', models.FloatField()),
-                ('finished', models.FloatField(null=True)),
-                ('pid', models.IntegerField()),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("workflow_id", models.UUIDField()),
+                ("step", models.CharField(max_length=255)),
+                ("attempt", models.IntegerField()),
+                ("started", models.FloatField()),
+                ("finished", models.FloatField(null=True)),
+                ("pid", models.IntegerField()),
             ],
         ),
     ]
