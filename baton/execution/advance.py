@@ -242,7 +242,7 @@ def _apply(cursor: Any, claimed: Claim, outcome: Outcome, ann: Announcements) ->
         new_state = S.SCHEDULED if outcome.snooze else S.RETRYABLE
         # The next attempt is a fresh job: the old one stays finished, so a late or
         # duplicate run of it fails the gate.
-        (job_id,) = defer_jobs([_job_request(step, at)])
+        (job_id,) = defer_jobs([job_request(step, at)])
         cursor.execute(
             f"""
             UPDATE baton_step s
@@ -322,7 +322,7 @@ def _apply(cursor: Any, claimed: Claim, outcome: Outcome, ann: Announcements) ->
     return True
 
 
-def _job_request(step: Step, at: datetime.datetime | None = None) -> JobRequest:
+def job_request(step: Step, at: datetime.datetime | None = None) -> JobRequest:
     return JobRequest(
         step_id=step.id,
         step_name=step.name,
@@ -365,7 +365,7 @@ def enqueue(cursor: Any, steps: Sequence[Step], ann: Announcements) -> None:
     """Defer one job per step and make the steps available (one statement each)."""
     if not steps:
         return
-    job_ids = defer_jobs([_job_request(step) for step in steps])
+    job_ids = defer_jobs([job_request(step) for step in steps])
     cursor.execute(
         f"""
         UPDATE baton_step s

@@ -125,3 +125,44 @@ class Unserialisable(baton.Step):
     def perform(self, job: baton.Job) -> Any:
         _record_finish(_record_start(job))
         return {"when": object()}
+
+
+class Configured(baton.Step):
+    """Carries non-default class options, to check that insert copies them to the step."""
+
+    queue = "insert-options"
+    priority = 7
+    max_attempts = 4
+    lock = "insert-options-lock"
+
+    def perform(self, job: baton.Job) -> Any:
+        _record_finish(_record_start(job))
+        return None
+
+
+class FailsFirstRuns(baton.Step):
+    """Raises on its first args["failures"] runs in a workflow (counted in PerformRun),
+    then returns args["value"]. With max_attempts = 1 a failure discards the step."""
+
+    max_attempts = 1
+
+    def perform(self, job: baton.Job) -> Any:
+        _record_finish(_record_start(job))
+        runs = PerformRun.objects.filter(workflow_id=job.workflow_id, step=job.step_name).count()
+        if runs <= job.args.get("failures", 1):
+            raise RuntimeError(f"failure on run {runs}")
+        return job.args.get("value")
+
+
+class DiscardsFirstRuns(baton.Step):
+    """Discards itself on its first args["discards"] runs in a workflow, then returns
+    args["value"]."""
+
+    max_attempts = 3
+
+    def perform(self, job: baton.Job) -> Any:
+        _record_finish(_record_start(job))
+        runs = PerformRun.objects.filter(workflow_id=job.workflow_id, step=job.step_name).count()
+        if runs <= job.args.get("discards", 1):
+            raise baton.Discard(f"discarded on run {runs}")
+        return job.args.get("value")

@@ -1,0 +1,41 @@
+"""Django settings for bench/compare.py: tests/settings.py's essentials plus the bench app.
+
+The database comes from DATABASE_URL; compare.py points it at a fresh database per run.
+"""
+
+import os
+
+import dj_database_url
+
+SECRET_KEY = "baton-bench-not-secret"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+if "DATABASE_URL" not in os.environ:
+    raise RuntimeError("DATABASE_URL is not set: run bench/compare.py, which sets it.")
+# Persistent connections, as baton's system check asks (CONN_MAX_AGE=0 costs ~5 ms a hop).
+DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60)}
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "procrastinate.contrib.django",
+    "baton",
+    "bench.benchapp",
+]
+ROOT_URLCONF = "bench.urls"
+BATON: dict[str, object] = {}
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "baton": {"handlers": ["console"], "level": os.environ.get("BATON_LOG_LEVEL", "WARNING")},
+        "procrastinate": {
+            "handlers": ["console"],
+            "level": os.environ.get("PROCRASTINATE_LOG_LEVEL", "WARNING"),
+        },
+    },
+}

@@ -1,0 +1,3 @@
+"""No views: the bench settings need a URLconf only to satisfy Django."""
+
+urlpatterns: list[object] = []

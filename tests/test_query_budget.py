@@ -1,0 +1,234 @@
+"""The SQL statements baton runs per step execution do not grow with the workflow.
+
+Measured in-process (no worker): the test claims and finishes steps through
+baton.execution.advance exactly as the task wrapper does, and counts the statements
+Django's connection executes (baton's own and the Procrastinate jobs it defers on that
+connection) with CaptureQueriesContext. The measured numbers are printed (`pytest -s`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+import baton
+from baton.execution import advance
+from baton.models import Step, StepResult, Workflow
+from tests.testapp.tasks import Echo
+
+pytestmark = pytest.mark.usefixtures("clean_jobs")
+
+
+class Rollback(Exception):
+    pass
+
+
+def step_row(workflow: Workflow, name: str) -> Step:
+    return Step.objects.get(workflow=workflow, name=name)
+
+
+def completed(value: object) -> advance.Completed:
+    text = json.dumps(value)
+    return advance.Completed(value_json=text, size_bytes=len(text.encode()))
+
+
+def claim(workflow: Workflow, name: str) -> advance.Claim:
+    row = step_row(workflow, name)
+    assert row.job_id is not None, f"{name} is {row.state}, it has no job"
+    claimed = advance.claim(row.id, row.job_id)
+    assert claimed is not None, f"{name} could not be claimed"
+    return claimed
+
+
+def run(workflow: Workflow, name: str, outcome: advance.Outcome | None = None) -> None:
+    """Claim and finish a step, uncounted."""
+    assert advance.finish(claim(workflow, name), outcome or completed(name))
+
+
+def measure(
+    workflow: Workflow, name: str, outcome: advance.Outcome | None = None
+) -> tuple[int, int]:
+    """(statements of the claim, statements of the finish) for one step execution."""
+    row = step_row(workflow, name)
+    assert row.job_id is not None
+    with CaptureQueriesContext(connection) as claim_queries:
+        claimed = advance.claim(row.id, row.job_id)
+    assert claimed is not None
+    with CaptureQueriesContext(connection) as finish_queries:
+        assert advance.finish(claimed, outcome or completed({"step": name}))
+    return len(claim_queries), len(finish_queries)
+
+
+def job_count() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM procrastinate_jobs")
+        (count,) = cursor.fetchone()
+    return int(count)
+
+
+def fan_out(width: int) -> Workflow:
+    return (
+        baton.new(f"fan-out-{width}")
+        .add("root", Echo.new())
+        .add_many("parts", [Echo.new() for _ in range(width)], deps=["root"])
+        .insert()
+    )
+
+
+def fan_in(width: int) -> Workflow:
+    return (
+        baton.new(f"fan-in-{width}")
+        .add_many("parts", [Echo.new() for _ in range(width)])
+        .add("join", Echo.new(), deps=["parts"])
+        .insert()
+    )
+
+
+def chain(length: int) -> Workflow:
+    builder = baton.new(f"chain-{length}").add("s0", Echo.new())
+    for index in range(1, length):
+        builder.add(f"s{index}", Echo.new(), deps=[f"s{index - 1}"])
+    return builder.insert()
+
+
+@pytest.fixture
+def report() -> Iterator[dict[str, tuple[int, int]]]:
+    measured: dict[str, tuple[int, int]] = {}
+    yield measured
+    for case, (claim_count, finish_count) in measured.items():
+        print(f"\n[query budget] {case}: claim {claim_count} + finish {finish_count} statements")
+
+
+def test_chain_step(report: dict[str, tuple[int, int]]) -> None:
+    """A middle step of a chain: claim 1 statement, finish 5 (update step, insert result,
+    release dependents, defer + enqueue the ready one, count down the workflow), plus the
+    savepoint-free transaction itself (BEGIN/COMMIT are not statements Django records)."""
+    workflow = chain(3)
+    run(workflow, "s0")
+    report["chain middle step"] = measure(workflow, "s1")
+    assert report["chain middle step"] == (1, 6)
+    assert step_row(workflow, "s2").state == "available"
+
+
+def test_fan_out_does_not_grow_with_dependents(report: dict[str, tuple[int, int]]) -> None:
+    """A root releasing 10 or 1,000 dependents: the same statements (claim 1, finish 6);
+    all ready dependents are deferred in one INSERT and made available in one UPDATE."""
+    small, large = fan_out(10), fan_out(1_000)
+    report["fan-out root, 10 dependents"] = measure(small, "root")
+    report["fan-out root, 1,000 dependents"] = measure(large, "root")
+    assert report["fan-out root, 10 dependents"] == report["fan-out root, 1,000 dependents"]
+    assert report["fan-out root, 1,000 dependents"] == (1, 6)
+    assert Step.objects.filter(workflow=large, state="available").count() == 1_000
+
+
+def test_fan_in_does_not_grow_with_dependencies(report: dict[str, tuple[int, int]]) -> None:
+    """The last of 10 or 1,000 dependencies of a join: the same statements (claim 1,
+    finish 6); the earlier ones (not ready yet) skip the defer: finish 4."""
+    counts = {}
+    for width in (10, 1_000):
+        workflow = fan_in(width)
+        for index in range(width - 2):
+            run(workflow, f"parts[{index}]")
+        counts[width, "not last"] = measure(workflow, f"parts[{width - 2}]")
+        assert step_row(workflow, "join").state == "waiting"
+        counts[width, "last"] = measure(workflow, f"parts[{width - 1}]")
+        assert step_row(workflow, "join").state == "available"
+        report[f"fan-in {width}, last dep"] = counts[width, "last"]
+        report[f"fan-in {width}, a dep that is not last"] = counts[width, "not last"]
+    assert counts[10, "last"] == counts[1_000, "last"] == (1, 6)
+    assert counts[10, "not last"] == counts[1_000, "not last"] == (1, 4)
+
+
+def test_workflow_size_does_not_matter(report: dict[str, tuple[int, int]]) -> None:
+    """A step of a 10-step or a 5,000-step workflow (the first of a chain): claim 1,
+    finish 6, whatever the size; the last step, which finishes the workflow, finish 5."""
+    counts = {}
+    for length in (10, 5_000):
+        workflow = chain(length)
+        counts[length, "first"] = measure(workflow, "s0")
+        report[f"chain of {length}, first step"] = counts[length, "first"]
+    assert counts[10, "first"] == counts[5_000, "first"] == (1, 6)
+
+    # The last step (it finishes the workflow) of a short chain against a long fan-in.
+    short = chain(2)
+    run(short, "s0")
+    wide = fan_in(1_000)
+    for index in range(1_000):
+        run(wide, f"parts[{index}]")
+    report["last step of a 2-step workflow"] = measure(short, "s1")
+    report["last step of a 1,001-step workflow"] = measure(wide, "join")
+    assert report["last step of a 2-step workflow"] == report["last step of a 1,001-step workflow"]
+    for workflow in (short, wide):
+        workflow.refresh_from_db()
+        assert workflow.state == "completed" and workflow.unfinished_steps == 0
+
+
+def discard_tree(width: int, depth: int) -> Workflow:
+    """A root, then `depth` levels of `width` steps; each level depends on the previous."""
+    builder = baton.new(f"discard-{width}x{depth}").add("root", Echo.new())
+    previous = "root"
+    for level in range(depth):
+        builder.add_many(f"l{level}", [Echo.new() for _ in range(width)], deps=[previous])
+        previous = f"l{level}"
+    return builder.insert()
+
+
+def test_discard_cascade_is_constant_per_level(report: dict[str, tuple[int, int]]) -> None:
+    """A discarded root cancelling 10 or 1,000 dependents per level: the statements
+    depend on the number of levels only (2 per level cancelled: lock the dependents,
+    cancel them), not on how many steps each level holds."""
+    discard = advance.Discarded(reason="no")
+    counts = {}
+    for width in (10, 1_000):
+        for depth in (1, 2, 3):
+            workflow = discard_tree(width, depth)
+            counts[width, depth] = measure(workflow, "root", discard)
+            report[f"discard cascade, {width} wide, {depth} level(s)"] = counts[width, depth]
+            workflow.refresh_from_db()
+            assert workflow.state == "failed"
+            assert Step.objects.filter(workflow=workflow, state="cancelled").count() == (
+                width * depth
+            )
+    for depth in (1, 2, 3):
+        assert counts[10, depth] == counts[1_000, depth]
+    per_level = counts[10, 2][1] - counts[10, 1][1]
+    assert per_level == counts[10, 3][1] - counts[10, 2][1] == 2
+
+
+def test_rolled_back_completion_defers_nothing() -> None:
+    """finish() inside the caller's transaction: a rollback takes back the step's
+    completion, its result, the dependents' release and their Procrastinate jobs."""
+    workflow = (
+        baton.new("rollback")
+        .add("a", Echo.new())
+        .add("b", Echo.new(), deps=["a"])
+        .add("c", Echo.new(), deps=["a"])
+        .insert()
+    )
+    claimed = claim(workflow, "a")
+    jobs_before = job_count()
+    with pytest.raises(Rollback), transaction.atomic():
+        assert advance.finish(claimed, completed({"a": 1}))
+        # Inside the transaction the release happened, with its jobs...
+        assert job_count() == jobs_before + 2
+        assert step_row(workflow, "b").state == "available"
+        raise Rollback
+    # ... and the rollback removed all of it.
+    assert job_count() == jobs_before
+    a, b, c = (step_row(workflow, name) for name in "abc")
+    assert a.state == "executing"
+    assert not StepResult.objects.filter(step=a).exists()
+    for dependent in (b, c):
+        assert dependent.state == "waiting" and dependent.job_id is None
+        assert dependent.deps_pending == 1
+    workflow.refresh_from_db()
+    assert workflow.unfinished_steps == 3
+
+    # The same attempt can still finish for real, and then it releases its dependents.
+    assert advance.finish(claimed, completed({"a": 1}))
+    assert job_count() == jobs_before + 2
+    assert {step_row(workflow, name).state for name in "bc"} == {"available"}
