@@ -9,6 +9,9 @@ class BatonConfig(AppConfig):
 
     def ready(self) -> None:
         from baton import (
+            broadcast,
             checks,  # noqa: F401  (registers the system checks)
             tasks,  # noqa: F401  (registers baton's own periodic tasks)
         )
+
+        broadcast.connect()

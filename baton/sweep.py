@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import datetime
 import functools
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -128,7 +129,10 @@ def _retry_stalled_jobs(alias: str, seconds: float, report: SweepReport) -> None
     for row in rows:
         if row["task_name"] not in registry:
             continue  # not a baton step: the user's own stalled-job policy applies
-        step_id = (row["args"] or {}).get("step_id")
+        args = row["args"] or {}
+        if isinstance(args, str):  # Django has psycopg hand jsonb over as text
+            args = json.loads(args)
+        step_id = args.get("step_id")
         with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
             cursor.execute(
                 "SELECT state, job_id FROM baton_step WHERE id = %s FOR UPDATE", [step_id]

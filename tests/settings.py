@@ -54,7 +54,20 @@ TEMPLATES = [
 ]
 STATIC_URL = "/static/"
 ASGI_APPLICATION = "tests.asgi.application"
-BATON: dict[str, object] = {}
+# Real Redis for the Channels layer when the test runner started one (make test does).
+if os.environ.get("REDIS_URL"):
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [os.environ["REDIS_URL"]]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# Broadcasting is switched on per worker process by the tests that need it.
+BATON: dict[str, object] = (
+    {"CHANNEL_LAYER": "default"} if os.environ.get("BATON_TEST_BROADCAST") else {}
+)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -1,0 +1,96 @@
+"""Broadcasting transitions over a Channels layer, for the live page.
+
+With BATON["CHANNEL_LAYER"] set, every step transition and workflow finish is sent, after
+commit, to the group of its workflow and to the group of the workflow list. A broadcast
+failure is logged and never fails the step.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+
+from baton import signals
+from baton.conf import settings
+
+logger = logging.getLogger("baton")
+
+WORKFLOW_LIST_GROUP = "baton.workflows"
+MESSAGE_TYPE = "baton.event"  # consumers handle it in a method named baton_event
+
+
+def workflow_group(workflow_id: Any) -> str:
+    # Channels group names: ASCII letters, digits, hyphens, underscores, periods; < 100.
+    return f"baton.workflow.{workflow_id}"
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def step_payload(step: Any, old_state: str | None = None) -> dict[str, Any]:
+    return {
+        "id": step.id,
+        "name": step.name,
+        "state": step.state,
+        "old_state": old_state,
+        "attempt": step.attempt,
+        "max_attempts": step.max_attempts,
+        "started_at": _iso(step.started_at),
+        "finished_at": _iso(step.finished_at),
+        "reason": step.reason,
+    }
+
+
+def workflow_payload(workflow: Any) -> dict[str, Any]:
+    return {
+        "id": str(workflow.pk),
+        "name": workflow.name,
+        "state": workflow.state,
+        "step_count": workflow.step_count,
+        "unfinished_steps": workflow.unfinished_steps,
+        "created_at": _iso(workflow.created_at),
+        "finished_at": _iso(workflow.finished_at),
+    }
+
+
+def send(groups: list[str], event: dict[str, Any]) -> None:
+    alias = settings.CHANNEL_LAYER
+    if not alias:
+        return
+    try:
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer(alias)
+        if layer is None:
+            return
+        message = {"type": MESSAGE_TYPE, **event}
+        for group in groups:
+            async_to_sync(layer.group_send)(group, message)
+    except Exception:  # a broadcast failure must never fail a step
+        logger.exception("baton: broadcasting %s failed", event.get("event"))
+
+
+def on_step_transitioned(
+    sender: Any, step: Any, old_state: str, new_state: str, **kwargs: Any
+) -> None:
+    workflow_id = str(step.workflow_id)
+    send(
+        [workflow_group(workflow_id), WORKFLOW_LIST_GROUP],
+        {"event": "step", "workflow_id": workflow_id, "step": step_payload(step, old_state)},
+    )
+
+
+def on_workflow_finished(sender: Any, workflow: Any, state: str, **kwargs: Any) -> None:
+    workflow_id = str(workflow.pk)
+    send(
+        [workflow_group(workflow_id), WORKFLOW_LIST_GROUP],
+        {"event": "workflow", "workflow_id": workflow_id, "workflow": workflow_payload(workflow)},
+    )
+
+
+def connect() -> None:
+    signals.step_transitioned.connect(on_step_transitioned, dispatch_uid="baton.broadcast.step")
+    signals.workflow_finished.connect(on_workflow_finished, dispatch_uid="baton.broadcast.workflow")
