@@ -77,9 +77,12 @@ def _preview(text: str, limit: int = PREVIEW_CHARS) -> str:
     return Truncator(text).chars(limit) if text else EMPTY
 
 
-def _can(request: HttpRequest, action: str, model: type[Workflow] | type[Step]) -> bool:
-    opts = model._meta
-    return request.user.has_perm(f"{opts.app_label}.{get_permission_codename(action, opts)}")
+def _can_see_workflows(request: HttpRequest) -> bool:
+    opts = Workflow._meta
+    return any(
+        request.user.has_perm(f"{opts.app_label}.{get_permission_codename(action, opts)}")
+        for action in ("view", "change")
+    )
 
 
 class _ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
@@ -137,19 +140,15 @@ class StepInline(admin.TabularInline):  # type: ignore[type-arg]
     def get_queryset(self, request: HttpRequest) -> QuerySet[Step]:
         # The result is previewed from its first characters, cut in SQL, so that a page of
         # large results does not load them whole; args and tracebacks are not shown here.
-        return (
-            super()
-            .get_queryset(request)
-            .defer("args", "traceback")
-            .annotate(
-                _result_head=Left(Cast("result__value", TextField()), PREVIEW_CHARS + 1),
-                _result_size=F("result__size_bytes"),
-            )
+        steps: QuerySet[Step] = super().get_queryset(request)
+        return steps.defer("args", "traceback").annotate(
+            _result_head=Left(Cast("result__value", TextField()), PREVIEW_CHARS + 1),
+            _result_size=F("result__size_bytes"),
         )
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # Steps are part of the workflow: whoever may see the workflow sees its steps.
-        return _can(request, "view", Workflow) or _can(request, "change", Workflow)
+        # Steps are part of their workflow: whoever may see the workflow sees its steps.
+        return _can_see_workflows(request)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -179,12 +178,12 @@ class StepInline(admin.TabularInline):  # type: ignore[type-arg]
 
     @admin.display(description="result")
     def result_preview(self, step: Step) -> str:
-        head = getattr(step, "_result_head", None)
+        head: str | None = getattr(step, "_result_head", None)
         if head is None:
             return EMPTY
         if len(head) > PREVIEW_CHARS:
             return head[:PREVIEW_CHARS] + "…"
-        return str(head)
+        return head
 
 
 # ---------------------------------------------------------------------------- workflows
@@ -286,7 +285,7 @@ class WorkflowAdmin(_ReadOnlyAdmin):
     def failed_steps_display(self, workflow: Workflow) -> str:
         return ", ".join(str(name) for name in workflow.failed_steps) or EMPTY
 
-    @admin.display(description="steps")
+    @admin.display(description="overview")
     def steps_summary(self, workflow: Workflow) -> SafeString:
         counts = dict(
             Step.objects.filter(workflow=workflow)
@@ -296,7 +295,7 @@ class WorkflowAdmin(_ReadOnlyAdmin):
             .values_list("state", "n")
         )
         total = sum(counts.values())
-        labels = dict(Step._meta.get_field("state").choices or [])  # type: ignore[arg-type]
+        labels = dict(Step._meta.get_field("state").choices or [])
         by_state = format_html_join(
             " ",
             "{} {}",
@@ -418,6 +417,10 @@ class StepAdmin(_ReadOnlyAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Step]:
         return super().get_queryset(request).select_related("workflow")
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Steps are part of their workflow: whoever may see workflows sees their steps.
+        return super().has_view_permission(request, obj) or _can_see_workflows(request)
 
     @admin.display(description="workflow", ordering="workflow__created_at")
     def workflow_link(self, step: Step) -> SafeString:

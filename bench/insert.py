@@ -145,8 +145,10 @@ def main() -> None:
         print()
         print(f"insert() of one layered workflow, {args.repeat} runs after a warm-up")
         print()
-        print("| steps | layers | fan-in | edges | root jobs | min | median | max "
-              "| steps/s (median) | validate only (median) |")
+        print(
+            "| steps | layers | fan-in | edges | root jobs | min | median | max "
+            "| steps/s (median) | validate only (median) |"
+        )
         print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         print(
             f"| {args.steps} | {args.layers} | {args.fan_in} | {edges} | {roots} "

@@ -44,13 +44,14 @@ def completed(value: Any) -> Completed:
 
 
 def chain(name: str = "chain") -> Workflow:
-    return (
+    workflow: Workflow = (
         baton.new(name)
         .add("a", Echo.new(value=1))
         .add("b", Echo.new(), deps=["a"])
         .add("c", Echo.new(), deps=["b"])
         .insert()
     )
+    return workflow
 
 
 def states(workflow: Workflow) -> dict[str, str]:
@@ -75,8 +76,8 @@ def user_with(*codenames: str, staff: bool = True) -> User:
 
 @pytest.fixture
 def viewer_client(client: Client) -> Client:
-    """A staff user who may view workflows but not change them."""
-    client.force_login(user_with("view_workflow", "view_step"))
+    """A staff user who may view workflows (and so their steps) but not change them."""
+    client.force_login(user_with("view_workflow"))
     return client
 
 
@@ -143,7 +144,7 @@ def test_change_page_shows_steps_with_attempts_timings_and_results(
     assert response.status_code == 200
     html = response.content.decode()
     for name in ("a", "b", "c"):
-        assert f'<td class="field-name"><p>{name}</p></td>' in html
+        assert f"<p>{name}</p>" in html
     assert ">Completed</span>" in html and ">Available</span>" in html
     assert ">Waiting</span>" in html
     assert "1/1" in html  # a's attempts
@@ -232,7 +233,7 @@ def test_big_workflow_page_is_capped_and_takes_a_bounded_number_of_queries(
         run(workflow, f"s{i:04d}", completed({"i": i}))
     admin_client.get(reverse(CHANGELIST))  # warm the session and content types
 
-    with django_assert_max_num_queries(12):
+    with django_assert_max_num_queries(8):  # 5 measured, whatever the size
         response = admin_client.get(change_url(workflow))
 
     assert response.status_code == 200
@@ -319,10 +320,9 @@ def test_without_change_permission_the_actions_are_not_offered_nor_run(
     assert page.status_code == 200
     assert detail.status_code == 200
     assert "<p>a</p>" in detail.content.decode()  # steps are visible to viewers
-    assert "action_form" not in page.context or not any(
-        name in ("cancel_workflows", "retry_workflows")
-        for name, _ in page.context["action_form"].fields["action"].choices
-    )
+    a = Step.objects.get(workflow=workflow, name="a")
+    assert viewer_client.get(reverse("admin:baton_step_change", args=[a.pk])).status_code == 200
+    assert page.context["action_form"] is None  # no action offered at all
     workflow.refresh_from_db()
     assert workflow.state == "executing"
     assert states(workflow) == {"a": "available", "b": "waiting", "c": "waiting"}
