@@ -36,6 +36,7 @@ def step_payload(step: Any, old_state: str | None = None) -> dict[str, Any]:
         "name": step.name,
         "state": step.state,
         "old_state": old_state,
+        "version": step.version,
         "attempt": step.attempt,
         "max_attempts": step.max_attempts,
         "started_at": _iso(step.started_at),

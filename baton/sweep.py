@@ -247,7 +247,8 @@ def _rescue_lost_steps(
             if doomed:
                 cursor.execute(
                     f"""
-                    UPDATE baton_step s SET state = %(discarded)s, reason = v.reason,
+                    UPDATE baton_step s SET version = s.version + 1,
+                                            state = %(discarded)s, reason = v.reason,
                            finished_at = now()
                       FROM unnest(%(ids)s::bigint[], %(reasons)s::text[]) AS v(id, reason)
                      WHERE s.id = v.id

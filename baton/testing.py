@@ -51,6 +51,7 @@ class WorkerProcess:
         concurrency: int = 2,
         queues: Sequence[str] = (),
         polling_interval: float | None = None,
+        heartbeat_interval: float | None = None,
         database: str = "default",
         env: dict[str, str] | None = None,
         startup_timeout: float = 30.0,
@@ -58,6 +59,7 @@ class WorkerProcess:
         self.concurrency = concurrency
         self.queues = list(queues)
         self.polling_interval = polling_interval
+        self.heartbeat_interval = heartbeat_interval
         self.database = database
         self.extra_env = env or {}
         self.startup_timeout = startup_timeout
@@ -89,6 +91,8 @@ class WorkerProcess:
             command += ["--queues", ",".join(self.queues)]
         if self.polling_interval is not None:
             command += ["--polling-interval", str(self.polling_interval)]
+        if self.heartbeat_interval is not None:
+            command += ["--heartbeat-interval", str(self.heartbeat_interval)]
         return command
 
     def start(self, wait: bool = True) -> WorkerProcess:

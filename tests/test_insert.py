@@ -9,12 +9,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
 from asgiref.sync import async_to_sync
-from django.db import DataError, connection, transaction
+from django.db import connection, transaction
 
 import baton
 import baton.execution.insert as insert_module
@@ -357,33 +358,44 @@ def test_existing_workflow_id_is_invalid_and_writes_nothing_more() -> None:
     assert list(job_rows()) == [Step.objects.get(workflow=first).job_id]
 
 
-def long_queue_step() -> StepSpec:
-    # Longer than baton_step.queue allows (100). Given to a step that is not a root, so the
-    # workflow row and the roots' jobs are written before the COPY of steps fails.
-    spec: StepSpec = dataclasses.replace(Echo.new(), options={"queue": "q" * 110})
-    return spec
+@pytest.fixture
+def boom_constraint() -> Iterator[None]:
+    """A CHECK constraint that rejects a step named "boom": a real database error raised
+    by the COPY of steps, after the workflow row and the roots' jobs were written."""
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE baton_step ADD CONSTRAINT test_no_boom CHECK (name <> 'boom')")
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE baton_step DROP CONSTRAINT test_no_boom")
 
 
-def test_database_error_after_jobs_were_deferred_writes_nothing() -> None:
+def test_long_queue_is_rejected_before_anything_is_written() -> None:
+    spec = dataclasses.replace(Echo.new(), options={"queue": "q" * 41})
+    with pytest.raises(baton.InvalidWorkflow, match="at most 40 bytes"):
+        baton.new("q").add("root", Echo.new()).add("after", spec, deps="root").insert()
+    assert row_counts() == NOTHING
+
+
+def test_database_error_after_jobs_were_deferred_writes_nothing(boom_constraint: None) -> None:
     builder = (
         baton.new("too long")
         .add("root", Echo.new())
         .add("other_root", Echo.new())
-        .add("after", long_queue_step(), deps=["root", "other_root"])
+        .add("boom", Echo.new(), deps=["root", "other_root"])
     )
-    with pytest.raises(psycopg.errors.StringDataRightTruncation):
+    with pytest.raises(psycopg.errors.CheckViolation):
         builder.insert()
     assert row_counts() == NOTHING
     assert other_connection_job_count() == 0
 
 
-def test_database_error_part_way_inside_outer_atomic_rolls_back_only_the_insert() -> None:
-    builder = (
-        baton.new("too long").add("root", Echo.new()).add("after", long_queue_step(), deps="root")
-    )
+def test_database_error_part_way_inside_outer_atomic_rolls_back_only_the_insert(
+    boom_constraint: None,
+) -> None:
+    builder = baton.new("too long").add("root", Echo.new()).add("boom", Echo.new(), deps="root")
     with transaction.atomic():
         kept = baton.new("kept").add("a", Echo.new()).add("b", Echo.new(), deps="a").insert()
-        with pytest.raises(psycopg.errors.StringDataRightTruncation):
+        with pytest.raises(psycopg.errors.CheckViolation):
             builder.insert()
         # The failed insert's savepoint is gone; the caller's transaction goes on.
         assert Workflow.objects.filter(name="kept").exists()
@@ -410,8 +422,7 @@ def test_failure_right_after_the_root_jobs_were_deferred_writes_nothing(
 
 
 def test_too_long_workflow_name_writes_nothing() -> None:
-    # Validation does not check the name's length; the database does, first statement.
-    with pytest.raises((baton.InvalidWorkflow, DataError)):
+    with pytest.raises(baton.InvalidWorkflow, match="at most 200"):
         baton.new("w" * 201).add("a", Echo.new()).insert()
     assert row_counts() == NOTHING
 

@@ -149,7 +149,8 @@ def claim(step_id: int, job_id: int) -> Claim | None:
         cursor.execute(
             f"""
             UPDATE baton_step s
-               SET state = %(executing)s, attempt = s.attempt + 1, started_at = now(),
+               SET version = s.version + 1,
+                   state = %(executing)s, attempt = s.attempt + 1, started_at = now(),
                    finished_at = NULL, scheduled_at = NULL
               FROM (SELECT id, state AS old_state FROM baton_step
                      WHERE id = %(step_id)s FOR UPDATE) old
@@ -246,7 +247,8 @@ def _apply(cursor: Any, claimed: Claim, outcome: Outcome, ann: Announcements) ->
         cursor.execute(
             f"""
             UPDATE baton_step s
-               SET state = %(state)s, job_id = %(new_job)s, scheduled_at = %(at)s,
+               SET version = s.version + 1,
+                   state = %(state)s, job_id = %(new_job)s, scheduled_at = %(at)s,
                    attempt = s.attempt - %(give_back)s, snoozes = s.snoozes + %(snoozed)s,
                    last_error = CASE WHEN %(error)s = '' THEN s.last_error ELSE %(error)s END,
                    traceback = CASE WHEN %(error)s = '' THEN s.traceback ELSE %(tb)s END
@@ -275,7 +277,8 @@ def _apply(cursor: Any, claimed: Claim, outcome: Outcome, ann: Announcements) ->
     if isinstance(outcome, Completed):
         cursor.execute(
             f"""
-            UPDATE baton_step s SET state = %(completed)s, finished_at = now()
+            UPDATE baton_step s SET version = s.version + 1,
+                                    state = %(completed)s, finished_at = now()
              {fence_sql}
          RETURNING {STEP_COLUMNS}
             """,
@@ -299,7 +302,8 @@ def _apply(cursor: Any, claimed: Claim, outcome: Outcome, ann: Announcements) ->
     cursor.execute(
         f"""
         UPDATE baton_step s
-           SET state = %(discarded)s, finished_at = now(), reason = %(reason)s,
+           SET version = s.version + 1,
+               state = %(discarded)s, finished_at = now(), reason = %(reason)s,
                last_error = CASE WHEN %(error)s = '' THEN s.last_error ELSE %(error)s END,
                traceback = CASE WHEN %(error)s = '' THEN s.traceback ELSE %(tb)s END
          {fence_sql}
@@ -369,7 +373,8 @@ def enqueue(cursor: Any, steps: Sequence[Step], ann: Announcements) -> None:
     cursor.execute(
         f"""
         UPDATE baton_step s
-           SET state = %(available)s, job_id = v.job_id, scheduled_at = NULL
+           SET version = s.version + 1,
+               state = %(available)s, job_id = v.job_id, scheduled_at = NULL
           FROM unnest(%(ids)s::bigint[], %(jobs)s::bigint[]) AS v(id, job_id),
                (SELECT id, state AS old_state FROM baton_step
                  WHERE id = ANY(%(ids)s) FOR UPDATE) old
@@ -458,7 +463,8 @@ def fail_steps(cursor: Any, failed: Sequence[Step], ann: Announcements) -> None:
             cursor.execute(
                 f"""
                 UPDATE baton_step s
-                   SET state = %(cancelled)s, reason = v.reason, finished_at = now()
+                   SET version = s.version + 1,
+                       state = %(cancelled)s, reason = v.reason, finished_at = now()
                   FROM unnest(%(ids)s::bigint[], %(reasons)s::text[]) AS v(id, reason)
                  WHERE s.id = v.id AND s.state = %(waiting)s
              RETURNING {STEP_COLUMNS}

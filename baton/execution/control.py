@@ -30,7 +30,8 @@ def cancel_workflow(workflow: Workflow, reason: str = "workflow cancelled") -> i
             return 0
         cursor.execute(
             f"""
-            UPDATE baton_step s SET state = %(cancelled)s, reason = %(reason)s,
+            UPDATE baton_step s SET version = s.version + 1,
+                                    state = %(cancelled)s, reason = %(reason)s,
                    finished_at = now()
               FROM (SELECT id, state AS old_state FROM baton_step
                      WHERE workflow_id = %(wf)s AND state = ANY(%(pending)s) FOR UPDATE) old
@@ -87,7 +88,8 @@ def retry_workflow(workflow: Workflow) -> int:
         cursor.execute(
             f"""
             UPDATE baton_step s
-               SET state = %(waiting)s, attempt = 0, reason = '', job_id = NULL,
+               SET version = s.version + 1,
+                   state = %(waiting)s, attempt = 0, reason = '', job_id = NULL,
                    started_at = NULL, finished_at = NULL, scheduled_at = NULL,
                    deps_pending = (
                        SELECT count(*) FROM baton_stepdependency e
@@ -113,10 +115,10 @@ def retry_workflow(workflow: Workflow) -> int:
             "DELETE FROM baton_stepresult WHERE step_id = ANY(%s)", [[s.id for s in reset]]
         )
         ready = [step for step in reset if step.deps_pending == 0]
+        # Every reset step is announced discarded/cancelled -> waiting; enqueue then
+        # announces waiting -> available for the ready ones.
         for step, row in zip(reset, rows, strict=True):
-            if step.deps_pending:
-                ann.step(step, row[-1])
-        # Announced as discarded/cancelled -> available by enqueue (via waiting).
+            ann.step(step, row[-1])
         enqueue(cursor, ready, ann)
         cursor.execute(
             """

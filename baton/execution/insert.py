@@ -15,7 +15,7 @@ from django.db import connections, transaction
 from baton.exceptions import InvalidWorkflow
 from baton.execution import wakeup
 from baton.execution.deferrer import JobRequest, database_alias, defer_jobs
-from baton.execution.step import is_registered, registry
+from baton.execution.step import is_registered, option_problems, registry
 from baton.graph.builder import WorkflowGraph
 from baton.graph.states import StepState, WorkflowState
 from baton.models import Workflow
@@ -39,6 +39,7 @@ _STEP_COPY_COLUMNS = (
     "deps_pending",
     "attempt",
     "snoozes",
+    "version",
     "job_id",
     "reason",
     "last_error",
@@ -58,12 +59,18 @@ def _step_options(task_name: str, overrides: Mapping[str, Any]) -> dict[str, Any
     if unknown:
         raise InvalidWorkflow([f"unknown step option(s) {sorted(unknown)} for {task_name}"])
     options.update(overrides)
+    problems = option_problems(options)
+    if problems:
+        raise InvalidWorkflow([f"step options for {task_name}: {p}" for p in problems])
     return options
 
 
 def insert_graph(graph: WorkflowGraph) -> Workflow:
     graph.validate(is_registered)
     upstream_of = graph.edges()
+    options = {
+        node.name: _step_options(node.spec.task_name, node.spec.options) for node in graph.nodes
+    }
     alias = database_alias()
 
     with transaction.atomic(using=alias):
@@ -89,10 +96,6 @@ def insert_graph(graph: WorkflowGraph) -> Workflow:
             )
             step_ids = {
                 node.name: row[0] for node, row in zip(graph.nodes, cursor.fetchall(), strict=True)
-            }
-            options = {
-                node.name: _step_options(node.spec.task_name, node.spec.options)
-                for node in graph.nodes
             }
             roots = [node for node in graph.nodes if not upstream_of[node.name]]
             job_ids = defer_jobs(
@@ -139,8 +142,9 @@ def insert_graph(graph: WorkflowGraph) -> Workflow:
                             else node.ignore_discarded,
                             deps,
                             deps,
-                            0,
-                            0,
+                            0,  # attempt
+                            0,  # snoozes
+                            0,  # version
                             job_of.get(node.name),
                             "",
                             "",

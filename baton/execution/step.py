@@ -119,8 +119,16 @@ class Step:
         cls.abstract = False
         if "task_name" not in cls.__dict__:
             cls.task_name = f"{cls.__module__}.{cls.__qualname__}"
-        if not isinstance(cls.max_attempts, int) or cls.max_attempts < 1:
-            raise TypeError(f"{cls.__qualname__}.max_attempts must be an int >= 1")
+        problems = option_problems(
+            {
+                "queue": cls.queue,
+                "priority": cls.priority,
+                "max_attempts": cls.max_attempts,
+                "lock": cls.lock,
+            }
+        )
+        if problems:
+            raise TypeError(f"{cls.__qualname__}: {'; '.join(problems)}")
         _register(cls)
 
     @classmethod
@@ -142,6 +150,32 @@ class Step:
     def on_result(self, job: Job, value: Any) -> Any:
         """Hook between perform() and storing: the value to store (LLMStep strips usage)."""
         return value
+
+
+# Procrastinate notifies on the channel "procrastinate_queue_v1#<queue>", and Postgres
+# truncates channel names past 63 bytes.
+MAX_QUEUE_BYTES = 40
+
+
+def option_problems(options: dict[str, Any]) -> list[str]:
+    """What is wrong with a step's queue / priority / max_attempts / lock, if anything."""
+    problems = []
+    queue = options.get("queue")
+    if not isinstance(queue, str) or not queue or len(queue.encode()) > MAX_QUEUE_BYTES:
+        problems.append(
+            f"queue must be a non-empty string of at most {MAX_QUEUE_BYTES} bytes, got {queue!r}"
+        )
+    if not isinstance(options.get("priority"), int):
+        problems.append(f"priority must be an int, got {options.get('priority')!r}")
+    attempts = options.get("max_attempts")
+    if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
+        problems.append(f"max_attempts must be an int >= 1, got {attempts!r}")
+    lock = options.get("lock")
+    if lock is not None and (not isinstance(lock, str) or len(lock) > 255):
+        problems.append(
+            f"lock must be None or a string of at most 255 characters, got {lock!r:.60}"
+        )
+    return problems
 
 
 def _register(cls: type[Step]) -> None:

@@ -16,6 +16,7 @@ from baton.graph.spec import NodeSpec, StepSpec
 from baton.graph.validate import expand_deps, find_problems
 
 MODEL_ARG = "workflow_model"
+MAX_WORKFLOW_NAME_LENGTH = 200
 
 
 class StepClass(Protocol):
@@ -140,6 +141,11 @@ class WorkflowGraph:
         problems = list(self._problems)
         if not isinstance(self.workflow_name, str) or not self.workflow_name.strip():
             problems.append("workflow_name must be a non-empty string")
+        elif len(self.workflow_name) > MAX_WORKFLOW_NAME_LENGTH:
+            problems.append(
+                f"workflow_name is {len(self.workflow_name)} characters long; "
+                f"at most {MAX_WORKFLOW_NAME_LENGTH} are allowed"
+            )
         if not self.nodes:
             problems.append("a workflow needs at least one step")
         if self.budget_usd is not None and self.budget_usd < 0:
