@@ -20,6 +20,7 @@ from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 from procrastinate import JobContext
 from procrastinate.contrib.django import app as procrastinate_app
+from procrastinate.job_context import AbortReason
 
 from baton.conf import settings as baton_settings
 from baton.exceptions import ResultNotSerializable, ResultTooLarge, ResultUnavailable
@@ -272,9 +273,11 @@ async def _run_step_async(cls: type[Step], context: JobContext, step_id: int) ->
             value = await coro
         value = step.on_result(job, value)
     except asyncio.CancelledError as exc:
-        # Cancelled by an abort request: record it before letting Procrastinate know.
+        # A worker shutting down hands the step on (a fresh job, the attempt given back);
+        # a user's abort request discards it. Recorded before Procrastinate hears of it.
+        shutdown = context.abort_reason() == AbortReason.SHUTDOWN
         await sync_to_async(_conclude_quietly, thread_sensitive=False)(
-            step, claimed, job, Discard("aborted")
+            step, claimed, job, Snooze(0) if shutdown else Discard("aborted")
         )
         raise exc
     except Exception as exc:
