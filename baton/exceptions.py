@@ -56,7 +56,3 @@ class ResultNotSerializable(BatonError):
     def __init__(self, step_name: str, cause: str) -> None:
         self.step_name = step_name
         super().__init__(f"Result of step {step_name!r} is not JSON-serialisable: {cause}")
-
-
-class InvalidTransition(BatonError):
-    """A state change that the state machine does not allow."""

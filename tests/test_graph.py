@@ -640,3 +640,11 @@ def test_should_retry() -> None:
     assert should_retry(2, 3)
     assert not should_retry(3, 3)
     assert not should_retry(1, 1)
+
+
+def test_with_options_overrides_class_options_for_one_step() -> None:
+    spec = StepSpec("tests.echo", {"x": 1})
+    tuned = spec.with_options(queue="slow").with_options(max_attempts=5)
+    assert dict(tuned.options) == {"queue": "slow", "max_attempts": 5}
+    assert tuned.args == {"x": 1} and tuned.task_name == "tests.echo"
+    assert dict(spec.options) == {}

@@ -30,7 +30,7 @@ from django.utils import timezone
 from baton import signals
 from baton.execution import wakeup
 from baton.execution.deferrer import JobRequest, database_alias, defer_jobs
-from baton.graph.states import StepState, WorkflowState
+from baton.graph.states import StepState, WorkflowState, can_transition
 from baton.models import Step, Workflow
 
 logger = logging.getLogger("baton")
@@ -88,6 +88,15 @@ class Announcements:
         self.due: list[datetime.datetime | None] = []
 
     def step(self, step: Step, old_state: str) -> None:
+        if not can_transition(StepState(old_state), StepState(step.state)):
+            # A bug, not the user's problem: say so loudly, never fail the step for it.
+            logger.error(
+                "baton: unexpected transition of step %s (%s): %s -> %s",
+                step.name,
+                step.id,
+                old_state,
+                step.state,
+            )
         self.transitions.append((step, old_state))
 
     def register(self) -> None:

@@ -8,20 +8,34 @@ a whole polling interval:
   is found by polling.
 `_StickyEvent` keeps a wake-up that arrived during a fetch, and `baton.execution.wakeup`
 arms a timer for each job baton schedules from this process.
+
+And one gap that takes workers down: Procrastinate stops the whole worker (exit status 0)
+when a database call outside a job fails, so a Postgres restart ends every worker: the
+listener cannot reconnect while the server is down, a heartbeat or a fetch meets a closed
+connection. BatonWorker retries those instead (see `_connection_lost`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import typing
 from typing import Any
 
+import psycopg
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections
+from procrastinate import exceptions as procrastinate_exceptions
 from procrastinate import worker as procrastinate_worker
 
 from baton.execution import wakeup
 
+logger = logging.getLogger("baton")
+
 # Polling remains the fallback for jobs scheduled by other processes.
 DEFAULT_POLLING_INTERVAL = 1.0
+# Seconds between attempts to listen again after the database connection was lost.
+RECONNECT_DELAY = 1.0
 
 
 class _StickyEvent(asyncio.Event):
@@ -61,6 +75,74 @@ class BatonWorker(procrastinate_worker.Worker):
             await super().run()  # type: ignore[no-untyped-call]
         finally:
             wakeup.detach()
+
+    # Surviving a lost database connection (e.g. a Postgres restart). In Procrastinate
+    # 3.10 a failing side task (listener, periodic deferrer, heartbeat) stops the worker,
+    # and an error from fetch_job ends its run loop. Here the listener and the deferrer
+    # start again, a failed heartbeat or fetch is logged and tried again at the next beat
+    # or poll. Other errors (e.g. the foreign-key error of a worker whose row was pruned)
+    # still stop the worker.
+    def _start_side_tasks(self) -> list[asyncio.Task[Any]]:
+        listen, self.listen_notify = self.listen_notify, False
+        try:
+            side_tasks: list[asyncio.Task[Any]] = super()._start_side_tasks()
+        finally:
+            self.listen_notify = listen
+        if listen:
+            side_tasks.append(asyncio.create_task(self._listen_forever(), name="listener"))
+        return side_tasks
+
+    async def _listen_forever(self) -> None:
+        while True:
+            try:
+                await self.app.job_manager.listen_for_jobs(
+                    on_notification=self._handle_notification, queues=self.queues
+                )
+            except procrastinate_exceptions.ConnectorException as exc:
+                if not _connection_lost(exc):
+                    raise
+                logger.warning("baton worker: listening for jobs failed, retrying: %s", exc)
+            await asyncio.sleep(RECONNECT_DELAY)
+            self._new_job_event.set()  # notifications sent meanwhile were lost: fetch now
+
+    async def _periodic_deferrer(self) -> None:
+        while True:
+            try:
+                await super()._periodic_deferrer()  # type: ignore[no-untyped-call]
+                return  # no periodic task registered
+            except procrastinate_exceptions.ConnectorException as exc:
+                if not _connection_lost(exc):
+                    raise
+                logger.warning("baton worker: deferring periodic jobs failed, retrying: %s", exc)
+            # It defers through Django's connection: drop the broken one before retrying.
+            await sync_to_async(close_old_connections)()
+            await asyncio.sleep(RECONNECT_DELAY)
+
+    async def _update_heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.update_heartbeat_interval)
+            assert self.worker_id is not None
+            try:
+                await self.app.job_manager.update_heartbeat(self.worker_id)
+            except procrastinate_exceptions.ConnectorException as exc:
+                if not _connection_lost(exc):
+                    raise
+                logger.warning("baton worker: heartbeat failed, retrying: %s", exc)
+
+    async def _fetch_and_process_jobs(self) -> None:
+        try:
+            await super()._fetch_and_process_jobs()  # type: ignore[no-untyped-call]
+        except procrastinate_exceptions.ConnectorException as exc:
+            if not _connection_lost(exc):
+                raise
+            # The run loop fetches again after the polling interval (or a wake-up).
+            logger.warning("baton worker: fetching jobs failed, retrying: %s", exc)
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """A connection-level failure (server gone, restarting, refusing connections)."""
+    cause = exc.__cause__ or exc.__context__
+    return isinstance(cause, psycopg.OperationalError)
 
 
 async def run_worker(app: Any, **options: Any) -> None:

@@ -17,6 +17,11 @@ class StepSpec:
     # Per-step overrides of the class options (queue, priority, max_attempts, lock).
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
+    def with_options(self, **options: Any) -> StepSpec:
+        """This spec with class options overridden for one step, e.g.
+        ``Fetch.new(url=u).with_options(queue="slow", max_attempts=5)``."""
+        return StepSpec(self.task_name, self.args, MappingProxyType({**self.options, **options}))
+
 
 @dataclass(frozen=True)
 class NodeSpec:

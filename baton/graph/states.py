@@ -41,7 +41,8 @@ TERMINAL_WORKFLOW_STATES: frozenset[WorkflowState] = frozenset(
 _S = StepState
 ALLOWED_STEP_TRANSITIONS: dict[StepState, frozenset[StepState]] = {
     _S.WAITING: frozenset({_S.AVAILABLE, _S.CANCELLED}),
-    _S.AVAILABLE: frozenset({_S.EXECUTING, _S.CANCELLED, _S.DISCARDED}),
+    # AVAILABLE -> AVAILABLE: the sweep gave the step a new job after its job vanished.
+    _S.AVAILABLE: frozenset({_S.AVAILABLE, _S.EXECUTING, _S.CANCELLED, _S.DISCARDED}),
     _S.SCHEDULED: frozenset({_S.EXECUTING, _S.CANCELLED, _S.DISCARDED}),
     _S.RETRYABLE: frozenset({_S.EXECUTING, _S.CANCELLED, _S.DISCARDED}),
     # EXECUTING -> EXECUTING: a re-run of a crashed attempt.

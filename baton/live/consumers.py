@@ -1,0 +1,171 @@
+"""WebSocket consumers of the live pages: check the user, join, send a snapshot, then deltas.
+
+``connect()`` refuses (close code 4403, before joining any group) anyone the pages would
+refuse. An accepted socket joins its group first and reads its snapshot second, so an
+event that lands in between is either already in the snapshot (the client keeps a step's
+highest ``version`` and drops it) or newer than it.
+
+Messages sent to the browser (JSON):
+- workflow socket: ``{"type": "snapshot", "workflow": {...}, "steps": [...]}`` first, then
+  ``{"type": "step", "step": {...}}`` and ``{"type": "workflow", "workflow": {...}}``; on
+  ``{"action": "detail", "step_id": N}`` it answers ``{"type": "detail", "step": {...}}``.
+- list socket: ``{"type": "workflows", "workflows": [...], "snapshot": bool}``; events
+  only mark a workflow as changed, and its summary is re-read at most every
+  ``LIST_REFRESH_SECONDS`` (one query for all changed workflows), so a busy workflow costs
+  the list a query per interval, not one per transition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from baton.broadcast import WORKFLOW_LIST_GROUP, step_payload, workflow_group, workflow_payload
+from baton.live.views import WORKFLOWS_PER_PAGE, can_view, workflow_snapshot
+from baton.models import Step, Workflow
+
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+LIST_REFRESH_SECONDS = 0.5
+ERROR_CHARS = 4_000  # of a step's last error, in its detail
+
+
+class _LiveConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+    group: str = ""
+
+    async def _allowed(self) -> bool:
+        return bool(await database_sync_to_async(can_view)(self.scope.get("user")))
+
+    async def disconnect(self, code: int) -> None:
+        if self.group and self.channel_layer is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def _join(self, group: str) -> None:
+        if self.channel_layer is None:
+            return
+        await self.channel_layer.group_add(group, self.channel_name)
+        self.group = group
+
+
+class WorkflowConsumer(_LiveConsumer):
+    """ws/baton/workflows/<uuid>/: one workflow's steps."""
+
+    async def connect(self) -> None:
+        if not await self._allowed():
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        self.workflow_id = uuid.UUID(str(self.scope["url_route"]["kwargs"]["workflow_id"]))
+        if not await database_sync_to_async(_workflow_exists)(self.workflow_id):
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        await self._join(workflow_group(self.workflow_id))
+        await self.accept()
+        snapshot = await database_sync_to_async(workflow_snapshot)(self.workflow_id)
+        if snapshot is None:  # deleted (pruned) in the meantime
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        await self.send_json(snapshot)
+
+    async def baton_event(self, event: dict[str, Any]) -> None:
+        if event.get("workflow_id") != str(self.workflow_id):
+            return
+        if event.get("event") == "step":
+            await self.send_json({"type": "step", "step": event["step"]})
+        elif event.get("event") == "workflow":
+            await self.send_json({"type": "workflow", "workflow": event["workflow"]})
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if not isinstance(content, dict) or content.get("action") != "detail":
+            return
+        step_id = content.get("step_id")
+        if not isinstance(step_id, int) or isinstance(step_id, bool):
+            return
+        detail = await database_sync_to_async(_step_detail)(self.workflow_id, step_id)
+        if detail is not None:
+            await self.send_json({"type": "detail", "step": detail})
+
+
+class WorkflowListConsumer(_LiveConsumer):
+    """ws/baton/workflows/?page=N: summaries of the workflows on that page, and changes."""
+
+    async def connect(self) -> None:
+        if not await self._allowed():
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        self.page = _page_number(self.scope.get("query_string", b""))
+        self.changed: set[str] = set()
+        self.flush_task: asyncio.Task[None] | None = None
+        await self._join(WORKFLOW_LIST_GROUP)
+        await self.accept()
+        summaries = await database_sync_to_async(_page_summaries)(self.page)
+        await self.send_json({"type": "workflows", "workflows": summaries, "snapshot": True})
+
+    async def disconnect(self, code: int) -> None:
+        task = getattr(self, "flush_task", None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await super().disconnect(code)
+
+    async def baton_event(self, event: dict[str, Any]) -> None:
+        # Workflow events too are re-read rather than forwarded: summaries then all come
+        # from one loop of reads made after the commits, so they never go back in time.
+        workflow_id = event.get("workflow_id")
+        if not isinstance(workflow_id, str):
+            return
+        self.changed.add(workflow_id)
+        if self.flush_task is None or self.flush_task.done():
+            self.flush_task = asyncio.ensure_future(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        # Ids marked while a query runs are picked up by the next round of this loop.
+        while self.changed:
+            await asyncio.sleep(LIST_REFRESH_SECONDS)
+            ids, self.changed = self.changed, set()
+            summaries = await database_sync_to_async(_summaries)(ids)
+            if summaries:
+                await self.send_json({"type": "workflows", "workflows": summaries})
+
+
+# ------------------------------------------------------------------------- DB helpers
+def _workflow_exists(workflow_id: uuid.UUID) -> bool:
+    return Workflow.objects.filter(pk=workflow_id).exists()
+
+
+def _page_number(query_string: bytes) -> int:
+    values = parse_qs(query_string.decode("latin-1")).get("page", ["1"])
+    try:
+        return max(1, int(values[0]))
+    except ValueError:
+        return 1
+
+
+def _page_summaries(page: int) -> list[dict[str, Any]]:
+    start = (page - 1) * WORKFLOWS_PER_PAGE
+    workflows = Workflow.objects.order_by("-created_at", "-pk")[start : start + WORKFLOWS_PER_PAGE]
+    return [workflow_payload(workflow) for workflow in workflows]
+
+
+def _summaries(ids: set[str]) -> list[dict[str, Any]]:
+    return [workflow_payload(workflow) for workflow in Workflow.objects.filter(pk__in=ids)]
+
+
+def _step_detail(workflow_id: uuid.UUID, step_id: int) -> dict[str, Any] | None:
+    step = Step.objects.filter(workflow_id=workflow_id, pk=step_id).first()
+    if step is None:
+        return None
+    detail = step_payload(step)
+    del detail["old_state"]
+    error = step.last_error
+    detail["last_error"] = error if len(error) <= ERROR_CHARS else error[:ERROR_CHARS] + "…"
+    detail["scheduled_at"] = step.scheduled_at.isoformat() if step.scheduled_at else None
+    detail["queue"] = step.queue
+    detail["task_name"] = step.task_name
+    return detail

@@ -1,0 +1,23 @@
+"""WebSocket routes of the live pages, for the project's ASGI router::
+
+    from channels.auth import AuthMiddlewareStack
+    from channels.routing import ProtocolTypeRouter, URLRouter
+    import baton.routing
+
+    application = ProtocolTypeRouter({
+        "http": django_asgi_app,
+        "websocket": AuthMiddlewareStack(URLRouter(baton.routing.websocket_urlpatterns)),
+    })
+
+The consumers need ``scope["user"]`` (AuthMiddlewareStack) and a Channels layer that
+reaches the workers' broadcasts (Redis; ``BATON["CHANNEL_LAYER"]`` in the workers).
+"""
+
+from django.urls import path
+
+from baton.live import consumers
+
+websocket_urlpatterns = [
+    path("ws/baton/workflows/", consumers.WorkflowListConsumer.as_asgi()),
+    path("ws/baton/workflows/<uuid:workflow_id>/", consumers.WorkflowConsumer.as_asgi()),
+]

@@ -1,0 +1,15 @@
+"""baton's live pages: ``path("baton/", include("baton.urls"))``.
+
+The WebSockets they open are in baton/routing.py (``websocket_urlpatterns``).
+"""
+
+from django.urls import path
+
+from baton.live import views
+
+app_name = "baton"
+
+urlpatterns = [
+    path("", views.workflow_list, name="workflows"),
+    path("<uuid:workflow_id>/", views.workflow_detail, name="workflow"),
+]
