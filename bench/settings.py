@@ -17,6 +17,12 @@ if "DATABASE_URL" not in os.environ:
     raise RuntimeError("DATABASE_URL is not set: run bench/compare.py, which sets it.")
 # Persistent connections, as baton's system check asks (CONN_MAX_AGE=0 costs ~5 ms a hop).
 DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60)}
+if os.environ.get("BENCH_PREPARE_THRESHOLD"):
+    # compare.py --prepared: server-side binding, so psycopg prepares repeated statements.
+    DATABASES["default"]["OPTIONS"] = {
+        "server_side_binding": True,
+        "prepare_threshold": int(os.environ["BENCH_PREPARE_THRESHOLD"]),
+    }
 
 INSTALLED_APPS = [
     "django.contrib.contenttypes",

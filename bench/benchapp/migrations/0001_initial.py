@@ -4,30 +4,33 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Counter',
+            name="Counter",
             fields=[
-                ('run', models.CharField(max_length=64, primary_key=True, serialize=False)),
-                ('value', models.IntegerField(default=0)),
+                ("run", models.CharField(max_length=64, primary_key=True, serialize=False)),
+                ("value", models.IntegerField(default=0)),
             ],
         ),
         migrations.CreateModel(
-            name='Timing',
+            name="Timing",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('run', models.CharField(db_index=True, max_length=64)),
-                ('name', models.CharField(max_length=255)),
-                ('seq', models.IntegerField(default=0)),
-                ('started', models.FloatField()),
-                ('finished', models.FloatField()),
-                ('late', models.FloatField(null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("run", models.CharField(db_index=True, max_length=64)),
+                ("name", models.CharField(max_length=255)),
+                ("seq", models.IntegerField(default=0)),
+                ("started", models.FloatField()),
+                ("finished", models.FloatField()),
+                ("late", models.FloatField(null=True)),
             ],
         ),
     ]
