@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Private PostgreSQL and Redis servers for baton's tests and demo.
 #
-#   scripts/services.sh pg-start | pg-stop | pg-status | pg-url | pg-dir
+#   scripts/services.sh pg-start | pg-stop | pg-restart | pg-status | pg-url | pg-dir
 #   scripts/services.sh redis-start | redis-stop | redis-status | redis-url
 #
 # PostgreSQL
@@ -16,6 +16,8 @@
 #     is /tmp/baton-pg-<hash of the repo path> instead; `pg-dir` prints the one in use.
 #     As a normal user, everything runs as that user.
 #   * Started and stopped by pid (pg_ctl uses the data dir's postmaster.pid).
+#   * pg-restart: `pg_ctl restart -m fast` of a running server (every connection is cut),
+#     waiting until it answers again; the crash tests use it (BATON_TEST_PG_RESTART).
 #   * BATON_PG_BIN overrides where initdb/pg_ctl/postgres are looked up.
 #
 # Redis
@@ -220,6 +222,17 @@ pg_stop() {
     fi
 }
 
+pg_restart() {
+    local data
+    data="$(pg_datadir)"
+    pg_running "$data" || die "PostgreSQL in $data is not running; run pg-start"
+    if ! pg_ctl_ -D "$data" -l "$data/postgres.log" -m fast -w -t 60 restart >/dev/null 2>&1; then
+        tail -n 20 "$data/postgres.log" >&2 || true
+        die "pg_ctl restart failed"
+    fi
+    pg_wait_ready || die "PostgreSQL restarted but does not answer on 127.0.0.1:$PG_PORT"
+}
+
 pg_url() { echo "postgres://postgres@127.0.0.1:$PG_PORT/baton"; }
 
 # ---------------------------------------------------------------- Redis helpers
@@ -289,6 +302,7 @@ cmd="${1:-}"
 case "$cmd" in
     pg-start) pg_start ;;
     pg-stop) pg_stop ;;
+    pg-restart) pg_restart ;;
     pg-status) pg_running "$(pg_datadir)" ;;
     pg-url) pg_url ;;
     pg-dir) pg_datadir ;;
@@ -297,7 +311,7 @@ case "$cmd" in
     redis-status) command -v redis-server >/dev/null 2>&1 && redis_running ;;
     redis-url) redis_url ;;
     *)
-        echo "usage: $0 {pg-start|pg-stop|pg-status|pg-url|pg-dir|redis-start|redis-stop|redis-status|redis-url}" >&2
+        echo "usage: $0 {pg-start|pg-stop|pg-restart|pg-status|pg-url|pg-dir|redis-start|redis-stop|redis-status|redis-url}" >&2
         exit 2
         ;;
 esac

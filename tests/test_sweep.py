@@ -80,8 +80,9 @@ def test_step_executing_after_its_job_ended_is_re_run(clean_jobs, start_worker):
     assert claimed is not None
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT procrastinate_finish_job_v1(%s, 'succeeded'::procrastinate_job_status, "
-            "false)", [a.job_id])
+            "SELECT procrastinate_finish_job_v1(%s, 'succeeded'::procrastinate_job_status, false)",
+            [a.job_id],
+        )
 
     report = sweep()
 
@@ -115,7 +116,8 @@ def test_lost_last_attempt_is_discarded_and_cascades(clean_jobs):
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT procrastinate_finish_job_v1(%s, 'failed'::procrastinate_job_status, false)",
-            [a.job_id])
+            [a.job_id],
+        )
 
     report = sweep()
 
@@ -156,9 +158,11 @@ def test_prune_deletes_only_old_finished_workflows(clean_jobs):
     running = chain()
     fresh = chain()
     Workflow.objects.filter(pk__in=[old.pk, fresh.pk]).update(
-        state="completed", finished_at=timezone.now())
+        state="completed", finished_at=timezone.now()
+    )
     Workflow.objects.filter(pk=old.pk).update(
-        finished_at=timezone.now() - datetime.timedelta(days=8))
+        finished_at=timezone.now() - datetime.timedelta(days=8)
+    )
     signals.workflows_pruned.connect(receiver)
     try:
         assert prune_workflows(datetime.timedelta(days=7), batch_size=1) == 1

@@ -24,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import psycopg
 from django.db import connections, transaction
 from django.utils import timezone
 
@@ -150,38 +151,41 @@ def steps_from_rows(rows: Iterable[Sequence[Any]], alias: str) -> list[Step]:
 
 
 # --------------------------------------------------------------------------------- claim
+_CLAIM_SQL = f"""
+UPDATE baton_step s
+   SET version = s.version + 1,
+       state = %(executing)s, attempt = s.attempt + 1, started_at = now(),
+       finished_at = NULL, scheduled_at = NULL
+  FROM (SELECT id, state AS old_state FROM baton_step
+         WHERE id = %(step_id)s FOR UPDATE) old
+ WHERE s.id = old.id AND s.job_id = %(job_id)s
+   AND s.state = ANY(%(claimable)s)
+   AND (s.state <> %(executing)s OR s.attempt < s.max_attempts)
+RETURNING {STEP_COLUMNS}, old.old_state
+"""
+
+
 def claim(step_id: int, job_id: int) -> Claim | None:
     """The runtime gate: make `step_id` executing for `job_id`, or None if it must not run."""
     alias = database_alias()
     announcements = Announcements(alias)
-    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
-        cursor.execute(
-            f"""
-            UPDATE baton_step s
-               SET version = s.version + 1,
-                   state = %(executing)s, attempt = s.attempt + 1, started_at = now(),
-                   finished_at = NULL, scheduled_at = NULL
-              FROM (SELECT id, state AS old_state FROM baton_step
-                     WHERE id = %(step_id)s FOR UPDATE) old
-             WHERE s.id = old.id AND s.job_id = %(job_id)s
-               AND s.state = ANY(%(claimable)s)
-               AND (s.state <> %(executing)s OR s.attempt < s.max_attempts)
-         RETURNING {STEP_COLUMNS}, old.old_state
-            """,
-            {
-                "step_id": step_id,
-                "job_id": job_id,
-                "executing": S.EXECUTING.value,
-                "claimable": [state.value for state in _CLAIMABLE],
-            },
-        )
-        row = cursor.fetchone()
-        if row is not None:
-            step = steps_from_rows([row], alias)[0]
-            announcements.step(step, row[-1])
-            announcements.register()
-            return Claim(step=step, job_id=job_id, attempt=step.attempt)
+    params: dict[str, Any] = {
+        "step_id": step_id,
+        "job_id": job_id,
+        "executing": S.EXECUTING.value,
+        "claimable": [state.value for state in _CLAIMABLE],
+    }
+    # The usual case is this one statement, atomic by itself: no transaction block, so
+    # no extra round trips (it joins the caller's transaction if there is one).
+    rows = _execute_hot(alias, _CLAIM_SQL, params)
+    if rows:
+        row = rows[0]
+        step = steps_from_rows([row], alias)[0]
+        announcements.step(step, row[-1])
+        announcements.register()
+        return Claim(step=step, job_id=job_id, attempt=step.attempt)
 
+    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
         # Not claimable. The one case that still needs a write: this job's previous run
         # died during the step's last attempt; there is no attempt left to give it.
         cursor.execute(
@@ -284,29 +288,7 @@ def _apply(cursor: Any, claimed: Claim, outcome: Outcome, ann: Announcements) ->
         return True
 
     if isinstance(outcome, Completed):
-        cursor.execute(
-            f"""
-            UPDATE baton_step s SET version = s.version + 1,
-                                    state = %(completed)s, finished_at = now()
-             {fence_sql}
-         RETURNING {STEP_COLUMNS}
-            """,
-            {**fence, "completed": S.COMPLETED.value},
-        )
-        rows = cursor.fetchall()
-        if not rows:
-            return False
-        done = steps_from_rows(rows, ann.alias)[0]
-        ann.step(done, S.EXECUTING)
-        if outcome.value_json is not None:
-            cursor.execute(
-                "INSERT INTO baton_stepresult (step_id, value, size_bytes, created_at) "
-                "VALUES (%s, %s::jsonb, %s, now())",
-                [done.id, outcome.value_json, outcome.size_bytes],
-            )
-        _release_dependents(cursor, done, ann)
-        _count_down_workflow(cursor, done.workflow_id, terminal=1, failed_names=[], ann=ann)
-        return True
+        return _complete(cursor, claimed, outcome, ann)
 
     cursor.execute(
         f"""
@@ -349,29 +331,91 @@ def job_request(step: Step, at: datetime.datetime | None = None) -> JobRequest:
 
 
 # ------------------------------------------------------------------ releasing dependents
-def _release_dependents(cursor: Any, done: Step, ann: Announcements) -> None:
-    """Count down the waiting dependents of a completed step; enqueue the ready ones."""
-    # Rows are locked in id order so that concurrent completions cannot deadlock, and
-    # each decrement sees the previous one: exactly one completion reaches zero.
-    cursor.execute(
-        f"""
-        WITH locked AS (
-            SELECT d.id FROM baton_step d
-              JOIN baton_stepdependency e ON e.downstream_id = d.id
-             WHERE e.upstream_id = %(id)s AND d.state = %(waiting)s
-             ORDER BY d.id
-               FOR UPDATE OF d
-        )
-        UPDATE baton_step s SET deps_pending = s.deps_pending - 1
-          FROM locked WHERE s.id = locked.id
-     RETURNING {STEP_COLUMNS}
-        """,
-        {"id": done.id, "waiting": S.WAITING.value},
+# The common completion in one statement: fence and complete the step, store its result,
+# count down its waiting dependents and the workflow. Locks are taken in one order (the
+# step, its dependents by id, then the workflow: `wf` reads `released` so it runs after
+# it), the same order as every other transaction here, so completions cannot deadlock;
+# and the contended rows (a fan-in step, the workflow) are held only until the commit
+# right after. Every CTE is keyed on `done`, so a superseded attempt changes nothing.
+_COMPLETE_SQL = f"""
+WITH done AS (
+    UPDATE baton_step s
+       SET version = s.version + 1, state = %(completed)s, finished_at = now()
+     WHERE s.id = %(id)s AND s.job_id = %(job_id)s AND s.attempt = %(attempt)s
+       AND s.state = %(executing)s
+ RETURNING {STEP_COLUMNS}
+), stored AS (
+    INSERT INTO baton_stepresult (step_id, value, size_bytes, created_at)
+    SELECT id, %(value)s::jsonb, %(size)s, now() FROM done WHERE %(has_value)s
+), locked AS (
+    SELECT d.id FROM baton_step d
+      JOIN baton_stepdependency e ON e.downstream_id = d.id
+     WHERE e.upstream_id = (SELECT id FROM done) AND d.state = %(waiting)s
+     ORDER BY d.id
+       FOR UPDATE OF d
+), released AS (
+    UPDATE baton_step s SET deps_pending = s.deps_pending - 1
+      FROM locked WHERE s.id = locked.id
+ RETURNING {STEP_COLUMNS}
+), wf AS (
+    UPDATE baton_workflow w SET unfinished_steps = w.unfinished_steps - 1
+     WHERE w.id = (SELECT workflow_id FROM done)
+       AND (SELECT count(*) FROM released) >= 0
+ RETURNING w.unfinished_steps, w.state, w.failed_steps
+)
+SELECT 'done', {STEP_COLUMNS}, wf.unfinished_steps, wf.state, wf.failed_steps
+  FROM done s LEFT JOIN wf ON true
+UNION ALL
+SELECT 'released', {STEP_COLUMNS}, NULL, NULL, NULL FROM released s
+"""
+
+
+def _execute_hot(alias: str, sql: str, params: dict[str, Any]) -> list[Any]:
+    """Run one of the per-step statements and return its rows.
+
+    Django binds parameters on the client, so Postgres plans every statement anew; the
+    claim and the completion run for every step, and planning them cost more than running
+    them. A psycopg cursor with server-side binding on the same connection (so the same
+    transaction) lets them be prepared once per connection. While Django captures queries
+    (CaptureQueriesContext, DEBUG), its own cursor runs them, so they are still counted.
+    """
+    wrapper = connections[alias]
+    if wrapper.queries_logged:
+        with wrapper.cursor() as cursor:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall())
+    wrapper.ensure_connection()
+    with psycopg.Cursor(wrapper.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        return list(cursor.fetchall())
+
+
+def _complete(cursor: Any, claimed: Claim, outcome: Completed, ann: Announcements) -> bool:
+    rows = _execute_hot(
+        ann.alias,
+        _COMPLETE_SQL,
+        {
+            "id": claimed.step.id,
+            "job_id": claimed.job_id,
+            "attempt": claimed.attempt,
+            "executing": S.EXECUTING.value,
+            "completed": S.COMPLETED.value,
+            "waiting": S.WAITING.value,
+            "value": outcome.value_json,
+            "has_value": outcome.value_json is not None,
+            "size": outcome.size_bytes,
+        },
     )
-    ready = [
-        step for step in steps_from_rows(cursor.fetchall(), ann.alias) if step.deps_pending == 0
-    ]
-    enqueue(cursor, ready, ann)
+    done_rows = [row[1:] for row in rows if row[0] == "done"]
+    if not done_rows:
+        return False  # superseded: every CTE was keyed on the fenced update
+    done = steps_from_rows(done_rows, ann.alias)[0]
+    ann.step(done, S.EXECUTING)
+    released = steps_from_rows([row[1:] for row in rows if row[0] == "released"], ann.alias)
+    enqueue(cursor, [step for step in released if step.deps_pending == 0], ann)
+    unfinished, state, failed = done_rows[0][-3:]
+    _maybe_finish_workflow(cursor, done.workflow_id, unfinished, state, failed, ann)
+    return True
 
 
 def enqueue(cursor: Any, steps: Sequence[Step], ann: Announcements) -> None:
@@ -392,9 +436,9 @@ def enqueue(cursor: Any, steps: Sequence[Step], ann: Announcements) -> None:
         """,
         {"available": S.AVAILABLE.value, "ids": [step.id for step in steps], "jobs": job_ids},
     )
+    # Inserting the jobs NOTIFYs every worker on their queues; no local wake-up needed.
     for row in cursor.fetchall():
         ann.step(steps_from_rows([row], ann.alias)[0], row[-1])
-    ann.due.append(None)
 
 
 # ------------------------------------------------------------------ the failure cascade
@@ -535,9 +579,20 @@ def _count_down_workflow(
         {"n": terminal, "names": json.dumps(failed_names), "id": workflow_id},
     )
     row = cursor.fetchone()
-    if row is None:
-        return
-    unfinished, state, all_failed = row
+    if row is not None:
+        unfinished, state, failed = row
+        _maybe_finish_workflow(cursor, workflow_id, unfinished, state, failed, ann)
+
+
+def _maybe_finish_workflow(
+    cursor: Any,
+    workflow_id: Any,
+    unfinished: int | None,
+    state: str | None,
+    all_failed: Any,
+    ann: Announcements,
+) -> None:
+    """Finish the workflow if its countdown reached zero (the caller holds its row lock)."""
     if isinstance(all_failed, str):  # Django has psycopg hand jsonb over as text
         all_failed = json.loads(all_failed)
     if unfinished == 0 and state == WorkflowState.EXECUTING:

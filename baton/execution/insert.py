@@ -13,7 +13,6 @@ from typing import Any
 from django.db import connections, transaction
 
 from baton.exceptions import InvalidWorkflow
-from baton.execution import wakeup
 from baton.execution.deferrer import JobRequest, database_alias, defer_jobs
 from baton.execution.step import is_registered, option_problems, registry
 from baton.graph.builder import WorkflowGraph
@@ -157,5 +156,4 @@ def insert_graph(graph: WorkflowGraph) -> Workflow:
                 for name, upstream in upstream_of.items():
                     for dep in upstream:
                         copy.write_row((workflow.id, step_ids[dep], step_ids[name]))
-        transaction.on_commit(lambda: wakeup.job_due(None), using=alias)
     return workflow

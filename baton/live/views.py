@@ -33,13 +33,15 @@ WORKFLOWS_PER_PAGE = 50
 # Above this many edges the graph is drawn without them (a note says so): the nodes stay
 # readable and the page light.
 MAX_DRAWN_EDGES = 5_000
+# Above this many edges they are drawn fainter: wide fans otherwise become grey blocks.
+DENSE_EDGES = 300
 # Node geometry in SVG user units.
-NODE_WIDTH = 172
+NODE_WIDTH = 184
 NODE_HEIGHT = 42
 COLUMN_PITCH = NODE_WIDTH + 76
 ROW_PITCH = NODE_HEIGHT + 14
 MARGIN = 16
-NAME_CHARS = 24  # characters of a step name drawn in its node; the full name is its title
+NAME_CHARS = 22  # characters of a step name drawn in its node; the full name is its title
 SOCKET_PREFIX = "/ws/baton/workflows/"
 EMPTY = "—"
 
@@ -156,6 +158,7 @@ class Drawing:
     edge_path: str
     edge_count: int
     edges_drawn: bool
+    dense: bool
     width: int
     height: int
 
@@ -202,6 +205,7 @@ def draw(steps: list[Step], edges: list[tuple[int, int]]) -> Drawing:
         edge_path="".join(segments),
         edge_count=len(edges),
         edges_drawn=edges_drawn,
+        dense=len(edges) > DENSE_EDGES,
         width=2 * MARGIN + (columns - 1) * COLUMN_PITCH + NODE_WIDTH,
         height=2 * MARGIN + (rows - 1) * ROW_PITCH + NODE_HEIGHT,
     )

@@ -10,6 +10,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 
 import baton
+from tests.testapp import failpoints
 from tests.testapp.models import PerformRun
 
 
@@ -166,3 +167,23 @@ class DiscardsFirstRuns(baton.Step):
         if runs <= job.args.get("discards", 1):
             raise baton.Discard(f"discarded on run {runs}")
         return job.args.get("value")
+
+
+class CrashAt(baton.Step):
+    """Returns {"step": name, "attempt": n} after sleeping args["sleep"] seconds. A worker
+    armed by tests.testapp.failpoints dies inside perform() ("performing") or after it
+    returned ("returned"), on the first attempt; max_attempts leaves room for re-runs."""
+
+    max_attempts = 10
+
+    def perform(self, job: baton.Job) -> Any:
+        run = _record_start(job)
+        failpoints.crash_point(job.step_name, job.attempt, "performing")
+        if job.args.get("sleep"):
+            time.sleep(job.args["sleep"])
+        _record_finish(run)
+        return {"step": job.step_name, "attempt": job.attempt}
+
+    def on_result(self, job: baton.Job, value: Any) -> Any:
+        failpoints.crash_point(job.step_name, job.attempt, "returned")
+        return value
