@@ -16,8 +16,9 @@ import traceback as traceback_module
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import psycopg
 from asgiref.sync import sync_to_async
-from django.db import close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections, connections
 from procrastinate import JobContext
 from procrastinate.contrib.django import app as procrastinate_app
 from procrastinate.job_context import AbortReason
@@ -25,6 +26,7 @@ from procrastinate.job_context import AbortReason
 from baton.conf import settings as baton_settings
 from baton.exceptions import ResultNotSerializable, ResultTooLarge, ResultUnavailable
 from baton.execution import advance
+from baton.execution.deferrer import database_alias
 from baton.execution.outcomes import Discard, Error, Snooze
 from baton.graph.policy import backoff_seconds, should_retry
 from baton.graph.spec import StepSpec
@@ -229,8 +231,7 @@ class AttemptFailed(Exception):
 def _run_step_sync(cls: type[Step], context: JobContext, step_id: int) -> None:
     close_old_connections()  # a connection broken by a Postgres restart is replaced
     try:
-        job_id = _job_id(context)
-        claimed = advance.claim(step_id, job_id)
+        claimed = _claim(step_id, _job_id(context))
         if claimed is None:
             return
         step = cls()
@@ -253,7 +254,7 @@ def _run_step_sync(cls: type[Step], context: JobContext, step_id: int) -> None:
 async def _run_step_async(cls: type[Step], context: JobContext, step_id: int) -> None:
     def prepare() -> tuple[advance.Claim, Job] | None:
         close_old_connections()
-        claimed = advance.claim(step_id, _job_id(context))
+        claimed = _claim(step_id, _job_id(context))
         if claimed is None:
             return None
         job = Job(claimed, context)
@@ -283,6 +284,20 @@ async def _run_step_async(cls: type[Step], context: JobContext, step_id: int) ->
     except Exception as exc:
         value = exc
     await sync_to_async(_conclude, thread_sensitive=False)(step, claimed, job, value)
+
+
+def _claim(step_id: int, job_id: int) -> advance.Claim | None:
+    """advance.claim, once more on a fresh connection if the kept one was broken (after a
+    Postgres restart an idle kept connection fails on first use; Django only notices
+    then). Nothing was written by the failed try: it is one statement."""
+    try:
+        return advance.claim(step_id, job_id)
+    except (OperationalError, InterfaceError, psycopg.OperationalError):
+        connection = connections[database_alias()]
+        if connection.in_atomic_block:
+            raise
+        connection.close()
+        return advance.claim(step_id, job_id)
 
 
 def _job_id(context: JobContext) -> int:
