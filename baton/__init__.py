@@ -3,11 +3,15 @@
 Models are not imported here (that would break app loading): use baton.models.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from baton.exceptions import BatonError, InvalidWorkflow, ResultUnavailable
 from baton.execution.outcomes import Discard, Error, Snooze
 from baton.graph.spec import StepSpec
+
+if TYPE_CHECKING:  # the real types for type checkers; loaded lazily at run time
+    from baton.execution.step import Job, Step
+    from baton.results import get_all_results, get_result
 
 __all__ = [
     "BatonError",

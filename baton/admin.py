@@ -18,7 +18,7 @@ from django.db.models import Count, F, QuerySet, TextField
 from django.db.models.functions import Cast, Left
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
@@ -196,6 +196,7 @@ class WorkflowAdmin(_ReadOnlyAdmin):
         "created_at",
         "duration_display",
         "cost_display",
+        "live_link",
     )
     list_filter = ("state", "name")
     search_fields = ("name",)
@@ -218,6 +219,7 @@ class WorkflowAdmin(_ReadOnlyAdmin):
                     "duration_display",
                     "cost_display",
                     "failed_steps_display",
+                    "live_link",
                 )
             },
         ),
@@ -245,6 +247,7 @@ class WorkflowAdmin(_ReadOnlyAdmin):
         "debug",
         "budget_usd",
         "steps_summary",
+        "live_link",
     )
 
     def get_search_results(
@@ -277,6 +280,15 @@ class WorkflowAdmin(_ReadOnlyAdmin):
         return f"{format_seconds(running.total_seconds())} (running)"
 
     @admin.display(description="cost")
+    @admin.display(description="live")
+    def live_link(self, workflow: Workflow) -> str:
+        # Only when the project mounted baton.urls.
+        try:
+            url = reverse("baton:workflow", args=[workflow.pk])
+        except NoReverseMatch:
+            return EMPTY
+        return format_html('<a href="{}">graph</a>', url)
+
     def cost_display(self, workflow: Workflow) -> str:
         # Filled in by the LLM usage ledger (SPEC section 8).
         return EMPTY

@@ -92,6 +92,18 @@ def on_workflow_finished(sender: Any, workflow: Any, state: str, **kwargs: Any) 
     )
 
 
+def on_workflow_inserted(workflow: Any) -> None:
+    """A new workflow: the list pages show it before any of its steps moves."""
+    send(
+        [WORKFLOW_LIST_GROUP],
+        {
+            "event": "workflow",
+            "workflow_id": str(workflow.pk),
+            "workflow": workflow_payload(workflow),
+        },
+    )
+
+
 def connect() -> None:
     signals.step_transitioned.connect(on_step_transitioned, dispatch_uid="baton.broadcast.step")
     signals.workflow_finished.connect(on_workflow_finished, dispatch_uid="baton.broadcast.workflow")

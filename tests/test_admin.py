@@ -363,3 +363,9 @@ def test_others_are_sent_to_the_login_page_or_refused(client: Client, who: str) 
             assert url in response["Location"]
     workflow.refresh_from_db()
     assert workflow.state == "executing"
+
+
+def test_admin_links_to_the_live_graph(admin_client) -> None:
+    workflow = baton.new("linked").add("a", Echo.new()).insert()
+    response = admin_client.get(reverse("admin:baton_workflow_changelist"))
+    assert f'href="/baton/{workflow.pk}/"' in response.content.decode()

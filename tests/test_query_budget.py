@@ -22,6 +22,17 @@ from tests.testapp.tasks import Echo
 
 pytestmark = pytest.mark.usefixtures("clean_jobs")
 
+# The measured budget, in statements Django's connection executes (BEGIN and COMMIT
+# count when baton opens a transaction block). What the tests prove is that these do
+# not vary with the workflow's size, fan-in or fan-out; the exact numbers are pinned so
+# that a change to baton.execution.advance that adds statements is noticed.
+CLAIM = 1  # the gate: one UPDATE, atomic by itself
+FINISH_RELEASING = 5  # a completion that makes dependents ready (defers their jobs)
+FINISH_NOT_RELEASING = 3  # a completion after which no dependent is ready yet
+FINISH_LAST = 5  # the completion that finishes the workflow (+ its workflow_finished load)
+DISCARD_ONE_LEVEL = 9  # a discard that cancels one level of dependents
+DISCARD_PER_LEVEL = 2  # each further level the cascade cancels
+
 
 class Rollback(Exception):
     pass
@@ -60,6 +71,8 @@ def measure(
     assert claimed is not None
     with CaptureQueriesContext(connection) as finish_queries:
         assert advance.finish(claimed, outcome or completed({"step": name}))
+    for query in [*claim_queries, *finish_queries]:  # shown by pytest when a test fails
+        print(f"    {' '.join(query['sql'].split())[:120]}")
     return len(claim_queries), len(finish_queries)
 
 
@@ -71,28 +84,31 @@ def job_count() -> int:
 
 
 def fan_out(width: int) -> Workflow:
-    return (
+    workflow: Workflow = (
         baton.new(f"fan-out-{width}")
         .add("root", Echo.new())
         .add_many("parts", [Echo.new() for _ in range(width)], deps=["root"])
         .insert()
     )
+    return workflow
 
 
 def fan_in(width: int) -> Workflow:
-    return (
+    workflow: Workflow = (
         baton.new(f"fan-in-{width}")
         .add_many("parts", [Echo.new() for _ in range(width)])
         .add("join", Echo.new(), deps=["parts"])
         .insert()
     )
+    return workflow
 
 
 def chain(length: int) -> Workflow:
     builder = baton.new(f"chain-{length}").add("s0", Echo.new())
     for index in range(1, length):
         builder.add(f"s{index}", Echo.new(), deps=[f"s{index - 1}"])
-    return builder.insert()
+    workflow: Workflow = builder.insert()
+    return workflow
 
 
 @pytest.fixture
@@ -104,30 +120,28 @@ def report() -> Iterator[dict[str, tuple[int, int]]]:
 
 
 def test_chain_step(report: dict[str, tuple[int, int]]) -> None:
-    """A middle step of a chain: claim 1 statement, finish 5 (update step, insert result,
-    release dependents, defer + enqueue the ready one, count down the workflow), plus the
-    savepoint-free transaction itself (BEGIN/COMMIT are not statements Django records)."""
+    """A middle step of a chain: claim CLAIM (1) statement, finish FINISH_RELEASING (5)."""
     workflow = chain(3)
     run(workflow, "s0")
     report["chain middle step"] = measure(workflow, "s1")
-    assert report["chain middle step"] == (1, 6)
+    assert report["chain middle step"] == (CLAIM, FINISH_RELEASING)
     assert step_row(workflow, "s2").state == "available"
 
 
 def test_fan_out_does_not_grow_with_dependents(report: dict[str, tuple[int, int]]) -> None:
-    """A root releasing 10 or 1,000 dependents: the same statements (claim 1, finish 6);
+    """A root releasing 10 or 1,000 dependents: the same statements (claim 1, finish 5);
     all ready dependents are deferred in one INSERT and made available in one UPDATE."""
     small, large = fan_out(10), fan_out(1_000)
     report["fan-out root, 10 dependents"] = measure(small, "root")
     report["fan-out root, 1,000 dependents"] = measure(large, "root")
     assert report["fan-out root, 10 dependents"] == report["fan-out root, 1,000 dependents"]
-    assert report["fan-out root, 1,000 dependents"] == (1, 6)
+    assert report["fan-out root, 1,000 dependents"] == (CLAIM, FINISH_RELEASING)
     assert Step.objects.filter(workflow=large, state="available").count() == 1_000
 
 
 def test_fan_in_does_not_grow_with_dependencies(report: dict[str, tuple[int, int]]) -> None:
     """The last of 10 or 1,000 dependencies of a join: the same statements (claim 1,
-    finish 6); the earlier ones (not ready yet) skip the defer: finish 4."""
+    finish 5); an earlier one, after which the join is not ready yet: finish 3."""
     counts = {}
     for width in (10, 1_000):
         workflow = fan_in(width)
@@ -139,19 +153,21 @@ def test_fan_in_does_not_grow_with_dependencies(report: dict[str, tuple[int, int
         assert step_row(workflow, "join").state == "available"
         report[f"fan-in {width}, last dep"] = counts[width, "last"]
         report[f"fan-in {width}, a dep that is not last"] = counts[width, "not last"]
-    assert counts[10, "last"] == counts[1_000, "last"] == (1, 6)
-    assert counts[10, "not last"] == counts[1_000, "not last"] == (1, 4)
+    assert counts[10, "last"] == counts[1_000, "last"] == (CLAIM, FINISH_RELEASING)
+    assert counts[10, "not last"] == counts[1_000, "not last"] == (CLAIM, FINISH_NOT_RELEASING)
 
 
 def test_workflow_size_does_not_matter(report: dict[str, tuple[int, int]]) -> None:
     """A step of a 10-step or a 5,000-step workflow (the first of a chain): claim 1,
-    finish 6, whatever the size; the last step, which finishes the workflow, finish 5."""
+    finish 5, whatever the size. The last step, which finishes the workflow (and loads it
+    after the commit for workflow_finished): FINISH_LAST, whether the workflow has 2 or
+    1,001 steps."""
     counts = {}
     for length in (10, 5_000):
         workflow = chain(length)
         counts[length, "first"] = measure(workflow, "s0")
         report[f"chain of {length}, first step"] = counts[length, "first"]
-    assert counts[10, "first"] == counts[5_000, "first"] == (1, 6)
+    assert counts[10, "first"] == counts[5_000, "first"] == (CLAIM, FINISH_RELEASING)
 
     # The last step (it finishes the workflow) of a short chain against a long fan-in.
     short = chain(2)
@@ -161,26 +177,31 @@ def test_workflow_size_does_not_matter(report: dict[str, tuple[int, int]]) -> No
         run(wide, f"parts[{index}]")
     report["last step of a 2-step workflow"] = measure(short, "s1")
     report["last step of a 1,001-step workflow"] = measure(wide, "join")
-    assert report["last step of a 2-step workflow"] == report["last step of a 1,001-step workflow"]
+    assert report["last step of a 2-step workflow"] == (CLAIM, FINISH_LAST)
+    assert report["last step of a 1,001-step workflow"] == (CLAIM, FINISH_LAST)
     for workflow in (short, wide):
         workflow.refresh_from_db()
         assert workflow.state == "completed" and workflow.unfinished_steps == 0
 
 
 def discard_tree(width: int, depth: int) -> Workflow:
-    """A root, then `depth` levels of `width` steps; each level depends on the previous."""
+    """A root with `width` dependents, each the head of a chain of `depth` steps."""
     builder = baton.new(f"discard-{width}x{depth}").add("root", Echo.new())
-    previous = "root"
-    for level in range(depth):
-        builder.add_many(f"l{level}", [Echo.new() for _ in range(width)], deps=[previous])
-        previous = f"l{level}"
-    return builder.insert()
+    for index in range(width):
+        previous = "root"
+        for level in range(depth):
+            builder.add(f"l{level}-{index}", Echo.new(), deps=[previous])
+            previous = f"l{level}-{index}"
+    workflow: Workflow = builder.insert()
+    return workflow
 
 
 def test_discard_cascade_is_constant_per_level(report: dict[str, tuple[int, int]]) -> None:
     """A discarded root cancelling 10 or 1,000 dependents per level: the statements
-    depend on the number of levels only (2 per level cancelled: lock the dependents,
-    cancel them), not on how many steps each level holds."""
+    depend on the number of levels only, not on how many steps each level holds: finish
+    is 9 statements with one level cancelled (BEGIN, discard, lock the dependents, cancel
+    them, look for the next level, count down and finish the workflow, COMMIT, then load
+    the workflow for workflow_finished) and 2 more (lock, cancel) per further level."""
     discard = advance.Discarded(reason="no")
     counts = {}
     for width in (10, 1_000):
@@ -195,8 +216,9 @@ def test_discard_cascade_is_constant_per_level(report: dict[str, tuple[int, int]
             )
     for depth in (1, 2, 3):
         assert counts[10, depth] == counts[1_000, depth]
-    per_level = counts[10, 2][1] - counts[10, 1][1]
-    assert per_level == counts[10, 3][1] - counts[10, 2][1] == 2
+    assert counts[10, 1] == (CLAIM, DISCARD_ONE_LEVEL)
+    assert counts[10, 2][1] - counts[10, 1][1] == DISCARD_PER_LEVEL
+    assert counts[10, 3][1] - counts[10, 2][1] == DISCARD_PER_LEVEL
 
 
 def test_rolled_back_completion_defers_nothing() -> None:

@@ -6,12 +6,14 @@ including the root steps' Procrastinate jobs (deferred on Django's connection).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from typing import Any
 
 from django.db import connections, transaction
 
+from baton import broadcast
 from baton.exceptions import InvalidWorkflow
 from baton.execution.deferrer import JobRequest, database_alias, defer_jobs
 from baton.execution.step import is_registered, option_problems, registry
@@ -156,4 +158,7 @@ def insert_graph(graph: WorkflowGraph) -> Workflow:
                 for name, upstream in upstream_of.items():
                     for dep in upstream:
                         copy.write_row((workflow.id, step_ids[dep], step_ids[name]))
+        transaction.on_commit(
+            functools.partial(broadcast.on_workflow_inserted, workflow), using=alias
+        )
     return workflow
