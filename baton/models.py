@@ -115,7 +115,10 @@ class StepQuerySet(models.QuerySet["Step"]):
 
 class Step(models.Model):
     id = models.BigAutoField(primary_key=True)
-    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="steps")
+    # Indexed by baton_step_unique_name, whose first column it is.
+    workflow = models.ForeignKey(
+        Workflow, on_delete=models.CASCADE, related_name="steps", db_index=False
+    )
     name = models.CharField(max_length=255)
     task_name = models.CharField(max_length=255)
     args = models.JSONField(default=dict, blank=True)
@@ -158,13 +161,16 @@ class Step(models.Model):
                 condition=Q(deps_pending__gte=0), name="baton_step_pending_gte_0"
             ),
         ]
+        # Every state change rewrites the row's entry in every index whose columns (or
+        # predicate) it touches, twice per step: few indexes, and partial ones, keep the
+        # per-step cost down. Steps of a workflow: baton_step_unique_name; unfinished
+        # steps by workflow and state (cancel, the sweep): this partial index, which a
+        # completed step leaves.
         indexes = [
-            models.Index(fields=["workflow", "state"], name="baton_step_wf_state"),
-            # The sweep looks for steps that should have a live job.
             models.Index(
-                fields=["state", "job_id"],
-                name="baton_step_queued",
-                condition=Q(state__in=sorted(QUEUED_STEP_STATES)),
+                fields=["workflow", "state"],
+                name="baton_step_unfinished",
+                condition=~Q(state__in=sorted(TERMINAL_STEP_STATES)),
             ),
         ]
 
@@ -198,8 +204,12 @@ class StepDependency(models.Model):
     workflow = models.ForeignKey(
         Workflow, on_delete=models.CASCADE, related_name="edges", db_constraint=False
     )
-    upstream = models.ForeignKey(
-        Step, on_delete=models.CASCADE, related_name="downstream_edges", db_constraint=False
+    upstream = models.ForeignKey(  # indexed by baton_edge_unique, its first column
+        Step,
+        on_delete=models.CASCADE,
+        related_name="downstream_edges",
+        db_constraint=False,
+        db_index=False,
     )
     downstream = models.ForeignKey(
         Step, on_delete=models.CASCADE, related_name="upstream_edges", db_constraint=False

@@ -66,7 +66,9 @@ def test_every_transition_is_broadcast_to_the_workflow_and_list_groups(redis_lay
     assert_completed(wait_for_workflow(workflow, timeout=30))
 
     def finished(messages):
-        return any(m["event"] == "workflow" for m in messages)
+        return any(
+            m["event"] == "workflow" and m["workflow"]["state"] == "completed" for m in messages
+        )
 
     for channel in (workflow_channel, list_channel):
         messages = drain(redis_layer, channel, finished)
@@ -85,9 +87,11 @@ def test_every_transition_is_broadcast_to_the_workflow_and_list_groups(redis_lay
             mine = sorted((e for e in step_events if e["name"] == name), key=lambda e: e["version"])
             assert [(e["old_state"], e["state"]) for e in mine] == expected
             assert [e["version"] for e in mine] == list(range(1, len(expected) + 1))
-        (done,) = [m for m in messages if m["event"] == "workflow"]
-        assert done["workflow"]["state"] == "completed"
+        workflow_events = [m for m in messages if m["event"] == "workflow"]
+        (done,) = [m for m in workflow_events if m["workflow"]["state"] == "completed"]
         assert done["workflow_id"] == str(workflow.pk)
+        if channel == list_channel:  # lists learn of a workflow when it is inserted
+            assert workflow_events[0]["workflow"]["state"] == "executing"
 
 
 def test_a_broken_channel_layer_never_fails_a_step(start_worker, settings):

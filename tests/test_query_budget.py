@@ -27,9 +27,10 @@ pytestmark = pytest.mark.usefixtures("clean_jobs")
 # not vary with the workflow's size, fan-in or fan-out; the exact numbers are pinned so
 # that a change to baton.execution.advance that adds statements is noticed.
 CLAIM = 1  # the gate: one UPDATE, atomic by itself
-FINISH_RELEASING = 5  # a completion that makes dependents ready (defers their jobs)
-FINISH_NOT_RELEASING = 3  # a completion after which no dependent is ready yet
-FINISH_LAST = 5  # the completion that finishes the workflow (+ its workflow_finished load)
+# A completion is one statement, whatever it releases (see advance._COMPLETE_SQL).
+FINISH_RELEASING = 1  # a completion that makes dependents ready (inserts their jobs)
+FINISH_NOT_RELEASING = 1  # a completion after which no dependent is ready yet
+FINISH_LAST = 2  # the completion that finishes the workflow + its workflow_finished load
 DISCARD_ONE_LEVEL = 9  # a discard that cancels one level of dependents
 DISCARD_PER_LEVEL = 2  # each further level the cascade cancels
 
@@ -120,7 +121,7 @@ def report() -> Iterator[dict[str, tuple[int, int]]]:
 
 
 def test_chain_step(report: dict[str, tuple[int, int]]) -> None:
-    """A middle step of a chain: claim CLAIM (1) statement, finish FINISH_RELEASING (5)."""
+    """A middle step of a chain: claim CLAIM (1) statement, finish FINISH_RELEASING (1)."""
     workflow = chain(3)
     run(workflow, "s0")
     report["chain middle step"] = measure(workflow, "s1")
@@ -129,8 +130,8 @@ def test_chain_step(report: dict[str, tuple[int, int]]) -> None:
 
 
 def test_fan_out_does_not_grow_with_dependents(report: dict[str, tuple[int, int]]) -> None:
-    """A root releasing 10 or 1,000 dependents: the same statements (claim 1, finish 5);
-    all ready dependents are deferred in one INSERT and made available in one UPDATE."""
+    """A root releasing 10 or 1,000 dependents: the same statements (claim 1, finish 1);
+    all ready dependents are made available and their jobs inserted in that statement."""
     small, large = fan_out(10), fan_out(1_000)
     report["fan-out root, 10 dependents"] = measure(small, "root")
     report["fan-out root, 1,000 dependents"] = measure(large, "root")
@@ -141,7 +142,7 @@ def test_fan_out_does_not_grow_with_dependents(report: dict[str, tuple[int, int]
 
 def test_fan_in_does_not_grow_with_dependencies(report: dict[str, tuple[int, int]]) -> None:
     """The last of 10 or 1,000 dependencies of a join: the same statements (claim 1,
-    finish 5); an earlier one, after which the join is not ready yet: finish 3."""
+    finish 1); an earlier one, after which the join is not ready yet: finish 1 too."""
     counts = {}
     for width in (10, 1_000):
         workflow = fan_in(width)
@@ -159,7 +160,7 @@ def test_fan_in_does_not_grow_with_dependencies(report: dict[str, tuple[int, int
 
 def test_workflow_size_does_not_matter(report: dict[str, tuple[int, int]]) -> None:
     """A step of a 10-step or a 5,000-step workflow (the first of a chain): claim 1,
-    finish 5, whatever the size. The last step, which finishes the workflow (and loads it
+    finish 1, whatever the size. The last step, which finishes the workflow (and loads it
     after the commit for workflow_finished): FINISH_LAST, whether the workflow has 2 or
     1,001 steps."""
     counts = {}

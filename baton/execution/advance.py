@@ -224,10 +224,13 @@ def finish(claimed: Claim, outcome: Outcome) -> bool:
     """Record an attempt's outcome. False when the attempt was superseded (no change)."""
     alias = database_alias()
     announcements = Announcements(alias)
-    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
-        applied = _apply(cursor, claimed, outcome, announcements)
-        if applied:
-            announcements.register()
+    if isinstance(outcome, Completed):
+        applied = _complete(claimed, outcome, announcements)
+    else:
+        with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+            applied = _apply(cursor, claimed, outcome, announcements)
+    if applied:
+        announcements.register()
     if not applied:
         logger.warning(
             "baton: attempt %s of step %s (job %s) was superseded; its outcome is dropped",
@@ -238,7 +241,9 @@ def finish(claimed: Claim, outcome: Outcome) -> bool:
     return applied
 
 
-def _apply(cursor: Any, claimed: Claim, outcome: Outcome, ann: Announcements) -> bool:
+def _apply(
+    cursor: Any, claimed: Claim, outcome: Rescheduled | Discarded, ann: Announcements
+) -> bool:
     step = claimed.step
     fence = {
         "id": step.id,
@@ -287,9 +292,6 @@ def _apply(cursor: Any, claimed: Claim, outcome: Outcome, ann: Announcements) ->
         ann.due.append(at)
         return True
 
-    if isinstance(outcome, Completed):
-        return _complete(cursor, claimed, outcome, ann)
-
     cursor.execute(
         f"""
         UPDATE baton_step s
@@ -331,53 +333,76 @@ def job_request(step: Step, at: datetime.datetime | None = None) -> JobRequest:
 
 
 # ------------------------------------------------------------------ releasing dependents
-# The common completion in one statement: fence and complete the step, store its result,
-# count down its waiting dependents and the workflow. Locks are taken in one order (the
-# step, its dependents by id, then the workflow: `wf` reads `released` so it runs after
-# it), the same order as every other transaction here, so completions cannot deadlock;
-# and the contended rows (a fan-in step, the workflow) are held only until the commit
-# right after. Every CTE is keyed on `done`, so a superseded attempt changes nothing.
+# A completion is one statement, atomic by itself and run outside any transaction
+# block: it fences and completes the step, stores its result, counts down its waiting
+# dependents, makes those that reach zero `available` and inserts their Procrastinate
+# jobs (as procrastinate_defer_jobs_v1 does, with ids drawn first so the steps can name
+# them), and counts down the workflow, finishing it when it reaches zero.
+# Locks are taken in one order (the step, its dependents by id, then the workflow: `wf`
+# reads `released`, so it runs after it), the order of every other transaction here, so
+# completions cannot deadlock; the contended rows (a fan-in step, the workflow) are held
+# only for this one statement. Every CTE is keyed on `done`: a superseded attempt (the
+# fenced update matches nothing) changes nothing.
 _COMPLETE_SQL = f"""
 WITH done AS (
     UPDATE baton_step s
-       SET version = s.version + 1, state = %(completed)s, finished_at = now()
+       SET version = s.version + 1, state = 'completed', finished_at = now()
      WHERE s.id = %(id)s AND s.job_id = %(job_id)s AND s.attempt = %(attempt)s
-       AND s.state = %(executing)s
+       AND s.state = 'executing'
  RETURNING {STEP_COLUMNS}
 ), stored AS (
     INSERT INTO baton_stepresult (step_id, value, size_bytes, created_at)
     SELECT id, %(value)s::jsonb, %(size)s, now() FROM done WHERE %(has_value)s
 ), locked AS (
-    SELECT d.id FROM baton_step d
-      JOIN baton_stepdependency e ON e.downstream_id = d.id
-     WHERE e.upstream_id = (SELECT id FROM done) AND d.state = %(waiting)s
+    SELECT d.id
+      FROM baton_stepdependency e JOIN baton_step d ON d.id = e.downstream_id
+     WHERE e.upstream_id = (SELECT id FROM done) AND d.state = 'waiting'
      ORDER BY d.id
        FOR UPDATE OF d
 ), released AS (
-    UPDATE baton_step s SET deps_pending = s.deps_pending - 1
+    UPDATE baton_step s
+       SET deps_pending = s.deps_pending - 1,
+           state = CASE WHEN s.deps_pending = 1 THEN 'available' ELSE s.state END,
+           version = s.version + CASE WHEN s.deps_pending = 1 THEN 1 ELSE 0 END,
+           job_id = CASE WHEN s.deps_pending = 1
+                         THEN nextval(pg_get_serial_sequence('procrastinate_jobs', 'id'))
+                         ELSE s.job_id END
       FROM locked WHERE s.id = locked.id
  RETURNING {STEP_COLUMNS}
+), jobs AS (
+    INSERT INTO procrastinate_jobs (id, queue_name, task_name, priority, lock, args)
+    SELECT s.job_id, s.queue, s.task_name, s.priority, s.lock,
+           jsonb_build_object('step_id', s.id, 'workflow_id', s.workflow_id::text,
+                              'step', s.name)
+      FROM released s WHERE s.state = 'available'
 ), wf AS (
-    UPDATE baton_workflow w SET unfinished_steps = w.unfinished_steps - 1
+    UPDATE baton_workflow w
+       SET unfinished_steps = w.unfinished_steps - 1,
+           state = CASE WHEN w.unfinished_steps = 1 AND w.state = 'executing'
+                        THEN CASE WHEN jsonb_array_length(w.failed_steps) > 0
+                                  THEN 'failed' ELSE 'completed' END
+                        ELSE w.state END,
+           finished_at = CASE WHEN w.unfinished_steps = 1 AND w.state = 'executing'
+                              THEN now() ELSE w.finished_at END
      WHERE w.id = (SELECT workflow_id FROM done)
        AND (SELECT count(*) FROM released) >= 0
- RETURNING w.unfinished_steps, w.state, w.failed_steps
+ RETURNING w.unfinished_steps, w.state
 )
-SELECT 'done', {STEP_COLUMNS}, wf.unfinished_steps, wf.state, wf.failed_steps
+SELECT 'done', {STEP_COLUMNS}, wf.unfinished_steps, wf.state
   FROM done s LEFT JOIN wf ON true
 UNION ALL
-SELECT 'released', {STEP_COLUMNS}, NULL, NULL, NULL FROM released s
+SELECT 'released', {STEP_COLUMNS}, NULL, NULL FROM released s
 """
 
 
 def _execute_hot(alias: str, sql: str, params: dict[str, Any]) -> list[Any]:
-    """Run one of the per-step statements and return its rows.
+    """Run one of the per-step statements (claim, completion) and return its rows.
 
-    Django binds parameters on the client, so Postgres plans every statement anew; the
-    claim and the completion run for every step, and planning them cost more than running
-    them. A psycopg cursor with server-side binding on the same connection (so the same
-    transaction) lets them be prepared once per connection. While Django captures queries
-    (CaptureQueriesContext, DEBUG), its own cursor runs them, so they are still counted.
+    Django binds parameters on the client, so Postgres plans every statement anew, and
+    planning these cost more than running them. A psycopg cursor with server-side binding
+    on the same connection (so in the same transaction, if any) lets them be prepared
+    once per connection. While Django captures queries (CaptureQueriesContext, DEBUG),
+    its own cursor runs them, so they are still counted.
     """
     wrapper = connections[alias]
     if wrapper.queries_logged:
@@ -390,7 +415,7 @@ def _execute_hot(alias: str, sql: str, params: dict[str, Any]) -> list[Any]:
         return list(cursor.fetchall())
 
 
-def _complete(cursor: Any, claimed: Claim, outcome: Completed, ann: Announcements) -> bool:
+def _complete(claimed: Claim, outcome: Completed, ann: Announcements) -> bool:
     rows = _execute_hot(
         ann.alias,
         _COMPLETE_SQL,
@@ -398,9 +423,6 @@ def _complete(cursor: Any, claimed: Claim, outcome: Completed, ann: Announcement
             "id": claimed.step.id,
             "job_id": claimed.job_id,
             "attempt": claimed.attempt,
-            "executing": S.EXECUTING.value,
-            "completed": S.COMPLETED.value,
-            "waiting": S.WAITING.value,
             "value": outcome.value_json,
             "has_value": outcome.value_json is not None,
             "size": outcome.size_bytes,
@@ -408,13 +430,16 @@ def _complete(cursor: Any, claimed: Claim, outcome: Completed, ann: Announcement
     )
     done_rows = [row[1:] for row in rows if row[0] == "done"]
     if not done_rows:
-        return False  # superseded: every CTE was keyed on the fenced update
+        return False  # superseded
     done = steps_from_rows(done_rows, ann.alias)[0]
     ann.step(done, S.EXECUTING)
-    released = steps_from_rows([row[1:] for row in rows if row[0] == "released"], ann.alias)
-    enqueue(cursor, [step for step in released if step.deps_pending == 0], ann)
-    unfinished, state, failed = done_rows[0][-3:]
-    _maybe_finish_workflow(cursor, done.workflow_id, unfinished, state, failed, ann)
+    for step in steps_from_rows([row[1:] for row in rows if row[0] == "released"], ann.alias):
+        if step.state == S.AVAILABLE:  # its new job's INSERT notifies the workers
+            ann.step(step, S.WAITING)
+    unfinished, state = done_rows[0][-2:]
+    if unfinished == 0 and state in (WorkflowState.COMPLETED, WorkflowState.FAILED):
+        # Only this statement could bring the countdown to zero, so only it gets here.
+        ann.finished_workflows.append((done.workflow_id, state))
     return True
 
 
