@@ -24,6 +24,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
+from baton.display import format_seconds
 from baton.graph.states import StepState, WorkflowState
 from baton.models import Step, StepResult, Workflow
 
@@ -62,17 +63,6 @@ def state_badge(state: str, label: str) -> SafeString:
     )
 
 
-def format_seconds(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    whole = int(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m {secs:02d}s"
-    return f"{minutes}m {secs:02d}s"
-
-
 def _preview(text: str, limit: int = PREVIEW_CHARS) -> str:
     return Truncator(text).chars(limit) if text else EMPTY
 
@@ -109,6 +99,27 @@ class _ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 # ----------------------------------------------------------------------------- steps inline
+class _StepColumns:
+    """The step columns the inline and the step admin share."""
+
+    @admin.display(description="state", ordering="state")
+    def state_badge(self, step: Step) -> SafeString:
+        return state_badge(step.state, step.get_state_display())
+
+    @admin.display(description="attempts")
+    def attempts(self, step: Step) -> str:
+        return f"{step.attempt}/{step.max_attempts}"
+
+    @admin.display(description="duration")
+    def duration_display(self, step: Step) -> str:
+        seconds = step.duration
+        return EMPTY if seconds is None else format_seconds(seconds)
+
+    @admin.display(description="last error")
+    def error_preview(self, step: Step) -> str:
+        return _preview(step.last_error)
+
+
 class _CappedStepFormSet(BaseInlineFormSet):  # type: ignore[type-arg]
     """Only the first INLINE_STEP_LIMIT steps, fetched once, in one query."""
 
@@ -118,7 +129,7 @@ class _CappedStepFormSet(BaseInlineFormSet):  # type: ignore[type-arg]
         return self._capped
 
 
-class StepInline(admin.TabularInline):  # type: ignore[type-arg]
+class StepInline(_StepColumns, admin.TabularInline):  # type: ignore[type-arg]
     model = Step
     formset = _CappedStepFormSet
     extra = 0
@@ -158,23 +169,6 @@ class StepInline(admin.TabularInline):  # type: ignore[type-arg]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
-
-    @admin.display(description="state")
-    def state_badge(self, step: Step) -> SafeString:
-        return state_badge(step.state, step.get_state_display())
-
-    @admin.display(description="attempts")
-    def attempts(self, step: Step) -> str:
-        return f"{step.attempt}/{step.max_attempts}"
-
-    @admin.display(description="duration")
-    def duration_display(self, step: Step) -> str:
-        seconds = step.duration
-        return EMPTY if seconds is None else format_seconds(seconds)
-
-    @admin.display(description="last error")
-    def error_preview(self, step: Step) -> str:
-        return _preview(step.last_error)
 
     @admin.display(description="result")
     def result_preview(self, step: Step) -> str:
@@ -387,7 +381,7 @@ class WorkflowAdmin(_ReadOnlyAdmin):
 
 # ---------------------------------------------------------------------------------- steps
 @admin.register(Step)
-class StepAdmin(_ReadOnlyAdmin):
+class StepAdmin(_StepColumns, _ReadOnlyAdmin):
     list_display = (
         "name",
         "workflow_link",
@@ -438,23 +432,6 @@ class StepAdmin(_ReadOnlyAdmin):
     def workflow_link(self, step: Step) -> SafeString:
         url = reverse("admin:baton_workflow_change", args=[step.workflow_id])
         return format_html('<a href="{}">{}</a>', url, step.workflow.name)
-
-    @admin.display(description="state", ordering="state")
-    def state_badge(self, step: Step) -> SafeString:
-        return state_badge(step.state, step.get_state_display())
-
-    @admin.display(description="attempts")
-    def attempts(self, step: Step) -> str:
-        return f"{step.attempt}/{step.max_attempts}"
-
-    @admin.display(description="duration")
-    def duration_display(self, step: Step) -> str:
-        seconds = step.duration
-        return EMPTY if seconds is None else format_seconds(seconds)
-
-    @admin.display(description="last error")
-    def error_preview(self, step: Step) -> str:
-        return _preview(step.last_error)
 
     @admin.display(description="args")
     def args_display(self, step: Step) -> SafeString:

@@ -24,6 +24,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from baton.broadcast import step_payload, workflow_payload
+from baton.display import format_seconds
 from baton.graph.states import TERMINAL_STEP_STATES, StepState, WorkflowState
 from baton.live.layout import layout
 from baton.models import Step, StepDependency, Workflow
@@ -80,17 +81,6 @@ def _refuse(request: HttpRequest) -> HttpResponse | None:
 
 
 # ---------------------------------------------------------------------------- helpers
-def format_seconds(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    whole = int(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m {secs:02d}s"
-    return f"{minutes}m {secs:02d}s"
-
-
 def workflow_duration(workflow: Workflow, now: datetime.datetime | None = None) -> str:
     end = workflow.finished_at or now or timezone.now()
     return format_seconds(max(0.0, (end - workflow.created_at).total_seconds()))
