@@ -391,7 +391,7 @@ WITH done AS (
 SELECT 'done', {STEP_COLUMNS}, wf.unfinished_steps, wf.state
   FROM done s LEFT JOIN wf ON true
 UNION ALL
-SELECT 'released', {STEP_COLUMNS}, NULL, NULL FROM released s
+SELECT 'released', {STEP_COLUMNS}, NULL, NULL FROM released s WHERE s.state = 'available'
 """
 
 
