@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.auth import get_permission_codename
 from django.db.models import Count, F, QuerySet, TextField
 from django.db.models.functions import Cast, Left
@@ -226,23 +227,8 @@ class WorkflowAdmin(_ReadOnlyAdmin):
         ),
         ("Steps", {"fields": ("steps_summary",)}),
     )
-    readonly_fields = (
-        "id",
-        "name",
-        "state_badge",
-        "progress_display",
-        "created_at",
-        "finished_at",
-        "duration_display",
-        "cost_display",
-        "failed_steps_display",
-        "ignore_cancelled",
-        "ignore_discarded",
-        "debug",
-        "budget_usd",
-        "steps_summary",
-        "live_link",
-    )
+    # The admin observes: every field shown is read-only.
+    readonly_fields = tuple(flatten_fieldsets(fieldsets))
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Workflow], search_term: str

@@ -6,7 +6,6 @@ process is needed here.
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
@@ -17,8 +16,9 @@ from django.urls import reverse
 
 import baton
 from baton.admin import INLINE_STEP_LIMIT
-from baton.execution.advance import Completed, Discarded, Outcome, claim, finish
+from baton.execution.advance import Discarded
 from baton.models import Step, Workflow
+from tests.helpers import chain, completed, run_step
 from tests.testapp.tasks import Echo
 
 pytestmark = pytest.mark.django_db
@@ -28,30 +28,6 @@ CHANGELIST = "admin:baton_workflow_changelist"
 
 def change_url(workflow: Workflow) -> str:
     return reverse("admin:baton_workflow_change", args=[workflow.pk])
-
-
-def run(workflow: Workflow, name: str, outcome: Outcome) -> None:
-    """Do what a worker does for one attempt of an available step."""
-    step = Step.objects.get(workflow=workflow, name=name)
-    claimed = claim(step.id, step.job_id)  # type: ignore[arg-type]
-    assert claimed is not None, f"{name} is not claimable ({step.state})"
-    assert finish(claimed, outcome)
-
-
-def completed(value: Any) -> Completed:
-    text = json.dumps(value)
-    return Completed(value_json=text, size_bytes=len(text.encode()))
-
-
-def chain(name: str = "chain") -> Workflow:
-    workflow: Workflow = (
-        baton.new(name)
-        .add("a", Echo.new(value=1))
-        .add("b", Echo.new(), deps=["a"])
-        .add("c", Echo.new(), deps=["b"])
-        .insert()
-    )
-    return workflow
 
 
 def states(workflow: Workflow) -> dict[str, str]:
@@ -84,7 +60,7 @@ def viewer_client(client: Client) -> Client:
 # --------------------------------------------------------------------------- changelist
 def test_changelist_shows_state_as_a_word_progress_and_cost(admin_client: Client) -> None:
     workflow = chain("nightly-report")
-    run(workflow, "a", completed(1))
+    run_step(workflow, "a", completed(1))
 
     response = admin_client.get(reverse(CHANGELIST))
 
@@ -100,7 +76,7 @@ def test_changelist_shows_state_as_a_word_progress_and_cost(admin_client: Client
 
 def test_state_and_name_filters(admin_client: Client) -> None:
     done = baton.new("alpha").add("only", Echo.new()).insert()
-    run(done, "only", completed(None))
+    run_step(done, "only", completed(None))
     running = chain("beta")
 
     by_state = admin_client.get(reverse(CHANGELIST), {"state__exact": "completed"})
@@ -137,7 +113,7 @@ def test_change_page_shows_steps_with_attempts_timings_and_results(
     admin_client: Client,
 ) -> None:
     workflow = chain("detail")
-    run(workflow, "a", completed({"rows": 42}))
+    run_step(workflow, "a", completed({"rows": 42}))
 
     response = admin_client.get(change_url(workflow))
 
@@ -188,8 +164,8 @@ def test_markup_in_results_and_errors_is_escaped(admin_client: Client) -> None:
         .add("<script>alert('name')</script>", Echo.new())
         .insert()
     )
-    run(workflow, "ok", completed({"html": "<script>alert('result')</script>"}))
-    run(
+    run_step(workflow, "ok", completed({"html": "<script>alert('result')</script>"}))
+    run_step(
         workflow,
         "bad",
         Discarded(
@@ -230,7 +206,7 @@ def test_big_workflow_page_is_capped_and_takes_a_bounded_number_of_queries(
         builder.add(f"s{i:04d}", Echo.new(value=i))
     workflow = builder.insert()
     for i in range(5):  # a few results, so the result preview is part of the page
-        run(workflow, f"s{i:04d}", completed({"i": i}))
+        run_step(workflow, f"s{i:04d}", completed({"i": i}))
     admin_client.get(reverse(CHANGELIST))  # warm the session and content types
 
     with django_assert_max_num_queries(8):  # 5 measured, whatever the size
@@ -256,7 +232,7 @@ def test_step_changelist_filters_by_state_and_links_to_the_workflow(
     admin_client: Client,
 ) -> None:
     workflow = chain("linked")
-    run(workflow, "a", completed(1))
+    run_step(workflow, "a", completed(1))
 
     response = admin_client.get(
         reverse("admin:baton_step_changelist"), {"state__exact": "completed"}
@@ -271,9 +247,9 @@ def test_step_changelist_filters_by_state_and_links_to_the_workflow(
 # ------------------------------------------------------------------------------ actions
 def test_cancel_action_cancels_workflows_through_the_engine(admin_client: Client) -> None:
     workflow = chain("to-cancel")
-    run(workflow, "a", completed(1))
+    run_step(workflow, "a", completed(1))
     finished = baton.new("already-done").add("x", Echo.new()).insert()
-    run(finished, "x", completed(None))
+    run_step(finished, "x", completed(None))
 
     response = act(admin_client, "cancel_workflows", workflow, finished)
 
@@ -291,8 +267,8 @@ def test_cancel_action_cancels_workflows_through_the_engine(admin_client: Client
 
 def test_retry_action_requeues_discarded_and_cancelled_steps(admin_client: Client) -> None:
     workflow = chain("to-retry")
-    run(workflow, "a", completed(1))
-    run(workflow, "b", Discarded(reason="boom"))
+    run_step(workflow, "a", completed(1))
+    run_step(workflow, "b", Discarded(reason="boom"))
     workflow.refresh_from_db()
     assert workflow.state == "failed"
     assert states(workflow) == {"a": "completed", "b": "discarded", "c": "cancelled"}

@@ -27,42 +27,19 @@ from django.urls import reverse
 
 import baton
 from baton import broadcast
-from baton.execution.advance import Completed, Discarded, Outcome, claim, finish
+from baton.execution.advance import Discarded
 from baton.live import views
 from baton.live.layout import depths, layout
 from baton.models import Step, Workflow
 from baton.routing import websocket_urlpatterns
 from tests.conftest import SHARED_DAGS
+from tests.helpers import chain, completed, run_step
 from tests.testapp.tasks import Echo
 
 XSS = "<script>alert(1)</script>"
 
 
 # ------------------------------------------------------------------------------ helpers
-def run(workflow: Workflow, name: str, outcome: Outcome) -> None:
-    """Do what a worker does for one attempt of an available step."""
-    step = Step.objects.get(workflow=workflow, name=name)
-    claimed = claim(step.id, step.job_id)  # type: ignore[arg-type]
-    assert claimed is not None, f"{name} is not claimable ({step.state})"
-    assert finish(claimed, outcome)
-
-
-def completed(value: Any) -> Completed:
-    text = json.dumps(value)
-    return Completed(value_json=text, size_bytes=len(text.encode()))
-
-
-def chain(name: str = "chain") -> Workflow:
-    workflow: Workflow = (
-        baton.new(name)
-        .add("a", Echo.new(value=1))
-        .add("b", Echo.new(), deps=["a"])
-        .add("c", Echo.new(), deps=["b"])
-        .insert()
-    )
-    return workflow
-
-
 def make_user(*, staff: bool = False, perms: tuple[str, ...] = ()) -> User:
     user = User.objects.create_user(f"u-{uuid.uuid4().hex[:8]}", password="x", is_staff=staff)
     if perms:
@@ -147,7 +124,7 @@ class TestViews:
     ) -> None:
         older = chain("older-one")
         newer = chain("newer-one")
-        run(newer, "a", completed(1))
+        run_step(newer, "a", completed(1))
 
         html = admin_client.get(list_url()).content.decode()
 
@@ -190,7 +167,7 @@ class TestViews:
         self, admin_client: Client
     ) -> None:
         workflow = chain("drawn")
-        run(workflow, "a", completed(1))
+        run_step(workflow, "a", completed(1))
 
         response = admin_client.get(page_url(workflow))
 
@@ -218,7 +195,7 @@ class TestViews:
         self, admin_client: Client
     ) -> None:
         workflow = chain("breaks")
-        run(workflow, "a", Discarded(error="boom", traceback="", reason="it broke"))
+        run_step(workflow, "a", Discarded(error="boom", traceback="", reason="it broke"))
 
         html = admin_client.get(page_url(workflow)).content.decode()
 
@@ -359,7 +336,7 @@ class TestConsumers:
                 assert await socket.connect(timeout=10) == (False, 4403)
                 sockets.append(socket)
             # Neither joined its group: the broadcasts of a transition reach nobody here.
-            await database_sync_to_async(run)(workflow, "a", completed(1))
+            await database_sync_to_async(run_step)(workflow, "a", completed(1))
             for socket in sockets:
                 assert await socket.receive_nothing(timeout=1)
 
@@ -377,7 +354,7 @@ class TestConsumers:
     @pytest.mark.parametrize("who", ["staff", "permission"])
     def test_snapshot_then_live_step_and_workflow_events(self, redis_layer, who: str) -> None:
         workflow = chain("live")
-        run(workflow, "a", completed(1))
+        run_step(workflow, "a", completed(1))
         if who == "staff":
             user = make_user(staff=True)
         else:
@@ -403,7 +380,7 @@ class TestConsumers:
 
             # The engine moves b (claim: executing; finish: completed, c available); each
             # transition is broadcast after commit, over Redis, to this socket.
-            await database_sync_to_async(run)(workflow, "b", completed(2))
+            await database_sync_to_async(run_step)(workflow, "b", completed(2))
             b_done = await receive_until(
                 socket,
                 lambda m: (
@@ -415,7 +392,7 @@ class TestConsumers:
             assert b_done["step"]["version"] > steps["b"][1]
             assert b_done["step"]["old_state"] == "executing"
 
-            await database_sync_to_async(run)(workflow, "c", completed(3))
+            await database_sync_to_async(run_step)(workflow, "c", completed(3))
             finished = await receive_until(socket, lambda m: m["type"] == "workflow")
             assert finished["workflow"]["state"] == "completed"
             assert finished["workflow"]["unfinished_steps"] == 0
@@ -455,7 +432,7 @@ class TestConsumers:
 
     def test_step_detail_on_request(self, redis_layer) -> None:
         workflow = chain("detail")
-        run(workflow, "a", Discarded(error="Traceback: <b>boom</b>", traceback="", reason="r"))
+        run_step(workflow, "a", Discarded(error="Traceback: <b>boom</b>", traceback="", reason="r"))
         step_a = Step.objects.get(workflow=workflow, name="a")
         foreign = Step.objects.get(workflow=chain("foreign"), name="a")
         user = make_user(staff=True)
@@ -490,7 +467,7 @@ class TestConsumers:
             assert first["type"] == "workflows" and first["snapshot"] is True
             assert [w["id"] for w in first["workflows"]] == [str(existing.pk)]
 
-            await database_sync_to_async(run)(existing, "a", completed(1))
+            await database_sync_to_async(run_step)(existing, "a", completed(1))
             changed = await receive_until(
                 socket,
                 lambda m: any(
@@ -501,7 +478,7 @@ class TestConsumers:
             assert "snapshot" not in changed
 
             newcomer = await database_sync_to_async(chain)("newcomer")
-            await database_sync_to_async(run)(newcomer, "a", completed(1))
+            await database_sync_to_async(run_step)(newcomer, "a", completed(1))
             appeared = await receive_until(
                 socket, lambda m: any(w["id"] == str(newcomer.pk) for w in m["workflows"])
             )

@@ -8,7 +8,6 @@ connection) with CaptureQueriesContext. The measured numbers are printed (`pytes
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +17,7 @@ from django.test.utils import CaptureQueriesContext
 import baton
 from baton.execution import advance
 from baton.models import Step, StepResult, Workflow
+from tests.helpers import completed, run_step
 from tests.testapp.tasks import Echo
 
 pytestmark = pytest.mark.usefixtures("clean_jobs")
@@ -43,22 +43,12 @@ def step_row(workflow: Workflow, name: str) -> Step:
     return Step.objects.get(workflow=workflow, name=name)
 
 
-def completed(value: object) -> advance.Completed:
-    text = json.dumps(value)
-    return advance.Completed(value_json=text, size_bytes=len(text.encode()))
-
-
 def claim(workflow: Workflow, name: str) -> advance.Claim:
     row = step_row(workflow, name)
     assert row.job_id is not None, f"{name} is {row.state}, it has no job"
     claimed = advance.claim(row.id, row.job_id)
     assert claimed is not None, f"{name} could not be claimed"
     return claimed
-
-
-def run(workflow: Workflow, name: str, outcome: advance.Outcome | None = None) -> None:
-    """Claim and finish a step, uncounted."""
-    assert advance.finish(claim(workflow, name), outcome or completed(name))
 
 
 def measure(
@@ -123,7 +113,7 @@ def report() -> Iterator[dict[str, tuple[int, int]]]:
 def test_chain_step(report: dict[str, tuple[int, int]]) -> None:
     """A middle step of a chain: claim CLAIM (1) statement, finish FINISH_RELEASING (1)."""
     workflow = chain(3)
-    run(workflow, "s0")
+    run_step(workflow, "s0")
     report["chain middle step"] = measure(workflow, "s1")
     assert report["chain middle step"] == (CLAIM, FINISH_RELEASING)
     assert step_row(workflow, "s2").state == "available"
@@ -147,7 +137,7 @@ def test_fan_in_does_not_grow_with_dependencies(report: dict[str, tuple[int, int
     for width in (10, 1_000):
         workflow = fan_in(width)
         for index in range(width - 2):
-            run(workflow, f"parts[{index}]")
+            run_step(workflow, f"parts[{index}]")
         counts[width, "not last"] = measure(workflow, f"parts[{width - 2}]")
         assert step_row(workflow, "join").state == "waiting"
         counts[width, "last"] = measure(workflow, f"parts[{width - 1}]")
@@ -172,10 +162,10 @@ def test_workflow_size_does_not_matter(report: dict[str, tuple[int, int]]) -> No
 
     # The last step (it finishes the workflow) of a short chain against a long fan-in.
     short = chain(2)
-    run(short, "s0")
+    run_step(short, "s0")
     wide = fan_in(1_000)
     for index in range(1_000):
-        run(wide, f"parts[{index}]")
+        run_step(wide, f"parts[{index}]")
     report["last step of a 2-step workflow"] = measure(short, "s1")
     report["last step of a 1,001-step workflow"] = measure(wide, "join")
     assert report["last step of a 2-step workflow"] == (CLAIM, FINISH_LAST)

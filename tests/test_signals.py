@@ -7,7 +7,6 @@ the task wrapper calls them), so the receivers connected here see every signal.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import baton
 from baton import signals
 from baton.execution import advance
 from baton.models import Step, Workflow
+from tests.helpers import completed
 from tests.testapp.tasks import Echo, Flaky
 
 pytestmark = pytest.mark.usefixtures("clean_jobs")
@@ -73,13 +73,6 @@ def claim(workflow: Workflow, name: str) -> advance.Claim:
     claimed = advance.claim(step.id, step.job_id)
     assert claimed is not None, f"{name} could not be claimed"
     return claimed
-
-
-def completed(value: object = None) -> advance.Completed:
-    if value is None:
-        return advance.Completed(value_json=None)
-    text = json.dumps(value)
-    return advance.Completed(value_json=text, size_bytes=len(text))
 
 
 def job_count(step: Step) -> int:
