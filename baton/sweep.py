@@ -279,14 +279,8 @@ def _rescue_lost_steps(
 
 
 def _announce_rescued(alias: str, step_ids: list[int]) -> None:
-    steps = list(Step.objects.using(alias).filter(id__in=step_ids).select_related("workflow"))
-    for step in steps:
-        logger.warning(
-            "baton: rescued step %s of workflow %s (%s): its job was lost",
-            step.name,
-            step.workflow.name,
-            step.workflow_id,
-        )
+    # Per-step logging is telemetry.attach_default_logger()'s; the sweep logs its summary.
+    steps = list(Step.objects.using(alias).filter(id__in=step_ids))
     signals.steps_rescued.send_robust(sender=Step, steps=steps)
 
 

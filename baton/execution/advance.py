@@ -372,6 +372,7 @@ WITH done AS (
 ), jobs AS (
     INSERT INTO procrastinate_jobs (id, queue_name, task_name, priority, lock, args)
     SELECT s.job_id, s.queue, s.task_name, s.priority, s.lock,
+           -- the same args as deferrer.defer_jobs writes (tests/test_release.py)
            jsonb_build_object('step_id', s.id, 'workflow_id', s.workflow_id::text,
                               'step', s.name)
       FROM released s WHERE s.state = 'available'
