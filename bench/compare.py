@@ -188,6 +188,51 @@ class WorkerProcess:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
+# ------------------------------------------------------------------------- CPU time
+# Wall-clock throughput on a shared 2-core machine is noisy; the CPU seconds each job
+# costs the worker process and PostgreSQL are steadier, and say where the time goes.
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the command name, which is in parentheses and may hold spaces.
+    return text[text.rindex(")") + 2 :].split()
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """utime + stime of one process (its reaped children included)."""
+    fields = _proc_stat(pid)
+    if fields is None:
+        return None
+    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / _TICKS
+
+
+def postgres_cpu_seconds() -> float | None:
+    """CPU of every local `postgres` process, plus what exited backends left in their
+    parent's reaped-children counters; None when the server's processes are not visible
+    (a remote database)."""
+    total, seen = 0.0, False
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "postgres":
+                continue
+        except OSError:
+            continue
+        fields = _proc_stat(int(entry.name))
+        if fields is None:
+            continue
+        seen = True
+        # utime, stime, and the reaped children's cutime, cstime (the postmaster's).
+        total += sum(int(fields[i]) for i in (11, 12, 13, 14)) / _TICKS
+    return total if seen else None
+
+
 def _latest_worker_id() -> int:
     from django.db import connection
 
@@ -259,6 +304,9 @@ def measure_fanout(system: str, args: argparse.Namespace) -> dict[str, Any]:
     width = args.fanout
     run = new_run("fanout")
     with running(system, args) as worker:
+        assert worker.process is not None
+        worker_cpu = process_cpu_seconds(worker.process.pid)
+        db_cpu = postgres_cpu_seconds()
         if system == BATON:
             (
                 baton.new(run)
@@ -276,15 +324,22 @@ def measure_fanout(system: str, args: argparse.Namespace) -> dict[str, Any]:
             what=f"fan-out ({system})",
             worker=worker,
         )
+        worker_cpu_end = process_cpu_seconds(worker.process.pid)
+        db_cpu_end = postgres_cpu_seconds()
     rows = {t.name: t for t in timings(run)}
     elapsed = rows["join"].finished - rows["root"].started
     member_task = Noop.task_name if system == BATON else "bench.raw_member"
     members, span = member_span(member_task)
-    return {
+    sample = {
         "jobs_per_s": (width + 2) / elapsed,
         "members_per_s": members / span,
         "seconds": elapsed,
     }
+    if worker_cpu is not None and worker_cpu_end is not None:
+        sample["worker_cpu_ms"] = (worker_cpu_end - worker_cpu) * 1000 / (width + 2)
+    if db_cpu is not None and db_cpu_end is not None:
+        sample["db_cpu_ms"] = (db_cpu_end - db_cpu) * 1000 / (width + 2)
+    return sample
 
 
 def member_span(task_name: str) -> tuple[int, float]:

@@ -245,3 +245,56 @@ def test_rolled_back_completion_defers_nothing() -> None:
     assert advance.finish(claimed, completed({"a": 1}))
     assert job_count() == jobs_before + 2
     assert {step_row(workflow, name).state for name in "bc"} == {"available"}
+
+
+# ------------------------------------------------------------- prepared hot statements
+def prepared_statements() -> dict[str, int]:
+    """baton's prepared statements on Django's connection: first words -> executions."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT statement, generic_plans + custom_plans FROM pg_prepared_statements "
+            "WHERE NOT from_sql"
+        )
+        return {" ".join(text.split()[:4]): runs for text, runs in cursor.fetchall()}
+
+
+def run_fan(width: int) -> None:
+    workflow = (
+        baton.new("prepared")
+        .add("root", Echo.new())
+        .add_many("fan", [Echo.new() for _ in range(width)], deps=["root"])
+        .insert()
+    )
+    run_step(workflow, "root")
+    for index in range(width):
+        run_step(workflow, f"fan[{index}]")
+
+
+def test_claim_and_completion_are_prepared_once_per_connection(clean_jobs: None) -> None:
+    # Django keeps psycopg's prepared statements off (prepare_threshold=None); baton's two
+    # per-step statements are prepared anyway, so Postgres neither parses nor plans them
+    # at every step, and nothing else on the connection is prepared.
+    connection.close()
+    run_fan(6)
+    statements = prepared_statements()
+    assert connection.connection.prepare_threshold is None
+    assert statements == {
+        "UPDATE baton_step s SET": 7,  # the claim
+        "WITH done AS (": 7,  # the completion
+    }
+
+
+def test_prepare_threshold_none_in_options_keeps_statements_unprepared(
+    clean_jobs: None,
+) -> None:
+    # A connection pooler that cannot carry prepared statements: the user says so with
+    # OPTIONS = {"prepare_threshold": None}, and baton prepares nothing.
+    options = connection.settings_dict.setdefault("OPTIONS", {})
+    options["prepare_threshold"] = None
+    try:
+        connection.close()
+        run_fan(3)
+        assert prepared_statements() == {}
+    finally:
+        del options["prepare_threshold"]
+        connection.close()

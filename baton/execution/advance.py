@@ -399,11 +399,14 @@ SELECT 'released', {STEP_COLUMNS}, NULL, NULL FROM released s WHERE s.state = 'a
 def _execute_hot(alias: str, sql: str, params: dict[str, Any]) -> list[Any]:
     """Run one of the per-step statements (claim, completion) and return its rows.
 
-    Django binds parameters on the client, so Postgres plans every statement anew, and
-    planning these cost more than running them. A psycopg cursor with server-side binding
-    on the same connection (so in the same transaction, if any) lets them be prepared
-    once per connection. While Django captures queries (CaptureQueriesContext, DEBUG),
-    its own cursor runs them, so they are still counted.
+    Django binds parameters on the client, so Postgres would parse and plan these
+    statements at every step, which costs more than running them. They run instead on a
+    psycopg cursor with server-side binding on the same connection (so in the same
+    transaction, if any) and are prepared once per connection. Django turns psycopg's
+    prepared statements off for the whole connection (prepare_threshold=None, for
+    connection poolers); baton turns them on for its own statements only, unless the
+    database's OPTIONS set prepare_threshold to None explicitly. While Django captures
+    queries (CaptureQueriesContext, DEBUG), its own cursor runs them, so they are counted.
     """
     wrapper = connections[alias]
     if wrapper.queries_logged:
@@ -411,9 +414,30 @@ def _execute_hot(alias: str, sql: str, params: dict[str, Any]) -> list[Any]:
             cursor.execute(sql, params)
             return list(cursor.fetchall())
     wrapper.ensure_connection()
-    with psycopg.Cursor(wrapper.connection) as cursor:
-        cursor.execute(sql, params, prepare=True)
-        return list(cursor.fetchall())
+    raw = wrapper.connection
+    if not _may_prepare(wrapper):
+        with psycopg.Cursor(raw) as cursor:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall())
+    threshold = raw.prepare_threshold
+    if threshold is None:
+        # Only queries executed with prepare=True are prepared at this threshold; it is
+        # put back before any other query runs on this (thread's) connection.
+        raw.prepare_threshold = _PREPARE_WHEN_ASKED
+    try:
+        with psycopg.Cursor(raw) as cursor:
+            cursor.execute(sql, params, prepare=True)
+            return list(cursor.fetchall())
+    finally:
+        raw.prepare_threshold = threshold
+
+
+_PREPARE_WHEN_ASKED = 2**31
+
+
+def _may_prepare(wrapper: Any) -> bool:
+    options = wrapper.settings_dict.get("OPTIONS") or {}
+    return not ("prepare_threshold" in options and options["prepare_threshold"] is None)
 
 
 def _complete(claimed: Claim, outcome: Completed, ann: Announcements) -> bool:
