@@ -77,6 +77,8 @@ def send(groups: list[str], event: dict[str, Any]) -> None:
 def on_step_transitioned(
     sender: Any, step: Any, old_state: str, new_state: str, **kwargs: Any
 ) -> None:
+    if not settings.CHANNEL_LAYER:  # every step sends two: build no payload for nobody
+        return
     workflow_id = str(step.workflow_id)
     send(
         [workflow_group(workflow_id), WORKFLOW_LIST_GROUP],
@@ -85,6 +87,8 @@ def on_step_transitioned(
 
 
 def on_workflow_finished(sender: Any, workflow: Any, state: str, **kwargs: Any) -> None:
+    if not settings.CHANNEL_LAYER:
+        return
     workflow_id = str(workflow.pk)
     send(
         [workflow_group(workflow_id), WORKFLOW_LIST_GROUP],

@@ -161,9 +161,9 @@ def _retry_stalled_jobs(alias: str, seconds: float, report: SweepReport) -> None
 
 
 def _wake_local_worker() -> None:
-    from baton.execution import wakeup
+    from baton.execution import local_worker
 
-    wakeup.job_due(None)
+    local_worker.job_due(None)
 
 
 def _rescue_lost_steps(

@@ -55,6 +55,7 @@ class WorkerProcess:
         database: str = "default",
         env: dict[str, str] | None = None,
         startup_timeout: float = 30.0,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.concurrency = concurrency
         self.queues = list(queues)
@@ -63,6 +64,7 @@ class WorkerProcess:
         self.database = database
         self.extra_env = env or {}
         self.startup_timeout = startup_timeout
+        self.extra_args = list(extra_args)  # more `baton worker` options
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
         self._log_file: Any = None
@@ -93,7 +95,7 @@ class WorkerProcess:
             command += ["--polling-interval", str(self.polling_interval)]
         if self.heartbeat_interval is not None:
             command += ["--heartbeat-interval", str(self.heartbeat_interval)]
-        return command
+        return command + self.extra_args
 
     def start(self, wait: bool = True) -> WorkerProcess:
         from django.conf import settings

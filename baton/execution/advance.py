@@ -29,7 +29,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from baton import signals
-from baton.execution import wakeup
+from baton.execution import local_worker
 from baton.execution.deferrer import JobRequest, database_alias, defer_jobs
 from baton.graph.states import StepState, WorkflowState, can_transition
 from baton.models import Step, Workflow
@@ -105,7 +105,7 @@ class Announcements:
 
     def _send(self) -> None:
         for at in self.due:
-            wakeup.job_due(at)
+            local_worker.job_due(at)
         for step, old_state in self.transitions:
             _send_robustly(
                 signals.step_transitioned, step=step, old_state=old_state, new_state=step.state
@@ -337,7 +337,9 @@ def job_request(step: Step, at: datetime.datetime | None = None) -> JobRequest:
 # block: it fences and completes the step, stores its result, counts down its waiting
 # dependents, makes those that reach zero `available` and inserts their Procrastinate
 # jobs (as procrastinate_defer_jobs_v1 does, with ids drawn first so the steps can name
-# them), and counts down the workflow, finishing it when it reaches zero.
+# them), and counts down the workflow, finishing it when it reaches zero. Under baton's
+# worker it also ends the step's own job as procrastinate_finish_job_v1 would (marks it
+# succeeded, or deletes it), so the worker need not (local_worker.take_finished).
 # Locks are taken in one order (the step, its dependents by id, then the workflow: `wf`
 # reads `released`, so it runs after it), the order of every other transaction here, so
 # completions cannot deadlock; the contended rows (a fan-in step, the workflow) are held
@@ -350,6 +352,18 @@ WITH done AS (
      WHERE s.id = %(id)s AND s.job_id = %(job_id)s AND s.attempt = %(attempt)s
        AND s.state = 'executing'
  RETURNING {STEP_COLUMNS}
+), job_succeeded AS (
+    UPDATE procrastinate_jobs j
+       SET status = 'succeeded', abort_requested = false,
+           attempts = CASE j.status WHEN 'doing' THEN j.attempts + 1 ELSE j.attempts END
+     WHERE %(finish_job)s AND NOT %(delete_job)s
+       AND j.id = (SELECT job_id FROM done) AND j.status IN ('todo', 'doing')
+ RETURNING j.id
+), job_deleted AS (
+    DELETE FROM procrastinate_jobs j
+     WHERE %(finish_job)s AND %(delete_job)s
+       AND j.id = (SELECT job_id FROM done) AND j.status IN ('todo', 'doing')
+ RETURNING j.id
 ), stored AS (
     INSERT INTO baton_stepresult (step_id, value, size_bytes, created_at)
     SELECT id, %(value)s::jsonb, %(size)s, now() FROM done WHERE %(has_value)s
@@ -389,10 +403,12 @@ WITH done AS (
        AND (SELECT count(*) FROM released) >= 0
  RETURNING w.unfinished_steps, w.state
 )
-SELECT 'done', {STEP_COLUMNS}, wf.unfinished_steps, wf.state
+SELECT 'done', {STEP_COLUMNS}, wf.unfinished_steps, wf.state,
+       EXISTS (SELECT FROM job_succeeded) OR EXISTS (SELECT FROM job_deleted)
   FROM done s LEFT JOIN wf ON true
 UNION ALL
-SELECT 'released', {STEP_COLUMNS}, NULL, NULL FROM released s WHERE s.state = 'available'
+SELECT 'released', {STEP_COLUMNS}, NULL, NULL, NULL
+  FROM released s WHERE s.state = 'available'
 """
 
 
@@ -441,6 +457,10 @@ def _may_prepare(wrapper: Any) -> bool:
 
 
 def _complete(claimed: Claim, outcome: Completed, ann: Announcements) -> bool:
+    # Only a BatonWorker knows to skip its own finish_job call; inside the caller's
+    # transaction (tests, in-process helpers) the job is left alone too.
+    delete_job = local_worker.job_finishing()
+    finish_job = delete_job is not None and not connections[ann.alias].in_atomic_block
     rows = _execute_hot(
         ann.alias,
         _COMPLETE_SQL,
@@ -451,6 +471,8 @@ def _complete(claimed: Claim, outcome: Completed, ann: Announcements) -> bool:
             "value": outcome.value_json,
             "has_value": outcome.value_json is not None,
             "size": outcome.size_bytes,
+            "finish_job": finish_job,
+            "delete_job": bool(delete_job),
         },
     )
     done_rows = [row[1:] for row in rows if row[0] == "done"]
@@ -461,7 +483,9 @@ def _complete(claimed: Claim, outcome: Completed, ann: Announcements) -> bool:
     for step in steps_from_rows([row[1:] for row in rows if row[0] == "released"], ann.alias):
         if step.state == S.AVAILABLE:  # its new job's INSERT notifies the workers
             ann.step(step, S.WAITING)
-    unfinished, state = done_rows[0][-2:]
+    unfinished, state, job_finished = done_rows[0][-3:]
+    if job_finished:  # committed with the statement (autocommit)
+        local_worker.job_finished(claimed.job_id)
     if unfinished == 0 and state in (WorkflowState.COMPLETED, WorkflowState.FAILED):
         # Only this statement could bring the countdown to zero, so only it gets here.
         ann.finished_workflows.append((done.workflow_id, state))

@@ -6,8 +6,11 @@ a whole polling interval:
   wake-up event after the fetch returns, whether or not it was set again meanwhile;
 - LISTEN/NOTIFY fires on INSERT only, so a job scheduled for later (snooze, backoff)
   is found by polling.
-`_StickyEvent` keeps a wake-up that arrived during a fetch, and `baton.execution.wakeup`
+`_StickyEvent` keeps a wake-up that arrived during a fetch, and `baton.execution.local_worker`
 arms a timer for each job baton schedules from this process.
+
+A step's completion also ends its own Procrastinate job in the same statement, so the
+worker skips its finish_job call (three round trips) for that job.
 
 And one gap that takes workers down: Procrastinate stops the whole worker (exit status 0)
 when a database call outside a job fails, so a Postgres restart ends every worker: the
@@ -26,9 +29,10 @@ import psycopg
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 from procrastinate import exceptions as procrastinate_exceptions
+from procrastinate import jobs as procrastinate_jobs
 from procrastinate import worker as procrastinate_worker
 
-from baton.execution import wakeup
+from baton.execution import local_worker
 
 logger = logging.getLogger("baton")
 
@@ -70,11 +74,26 @@ class BatonWorker(procrastinate_worker.Worker):
         self._new_job_event.set()
 
     async def run(self) -> None:
-        wakeup.attach(asyncio.get_running_loop(), self._wake)
+        local_worker.attach(
+            asyncio.get_running_loop(),
+            self._wake,
+            delete_succeeded_jobs=self.delete_jobs
+            in (
+                procrastinate_jobs.DeleteJobCondition.ALWAYS,
+                procrastinate_jobs.DeleteJobCondition.SUCCESSFUL,
+            ),
+        )
         try:
             await super().run()  # type: ignore[no-untyped-call]
         finally:
-            wakeup.detach()
+            local_worker.detach()
+
+    async def _persist_job_status(self, job: Any, *args: Any, **kwargs: Any) -> None:
+        if job.id is not None and local_worker.take_finished(job.id):
+            # The step's completion already ended this job, in its own statement.
+            self._job_ids_to_abort.pop(job.id, None)
+            return
+        await super()._persist_job_status(job, *args, **kwargs)
 
     # Surviving a lost database connection (e.g. a Postgres restart). In Procrastinate
     # 3.10 a failing side task (listener, periodic deferrer, heartbeat) stops the worker,

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from procrastinate.contrib.django import app
 
 import baton
 from tests.testapp import failpoints
@@ -187,3 +188,8 @@ class CrashAt(baton.Step):
     def on_result(self, job: baton.Job, value: Any) -> Any:
         failpoints.crash_point(job.step_name, job.attempt, "returned")
         return value
+
+
+@app.task(name="tests.plain_procrastinate_task")
+def plain_procrastinate_task() -> None:
+    """Not a step: a plain Procrastinate task, finished by Procrastinate's own path."""

@@ -38,6 +38,12 @@ class Command(BaseCommand):
         )
         worker.add_argument("-n", "--name", default=None)
         worker.add_argument("--shutdown-graceful-timeout", type=float, default=None)
+        worker.add_argument(
+            "--delete-jobs",
+            choices=["never", "always", "successful"],
+            default=None,
+            help="Delete finished Procrastinate jobs (Procrastinate's option; default never).",
+        )
 
         sweep = sub.add_parser("sweep", help="Repair what crashes left behind, once.")
         sweep.add_argument(
@@ -97,6 +103,8 @@ class Command(BaseCommand):
             kwargs["name"] = options["name"]
         if options["shutdown_graceful_timeout"] is not None:
             kwargs["shutdown_graceful_timeout"] = options["shutdown_graceful_timeout"]
+        if options["delete_jobs"] is not None:
+            kwargs["delete_jobs"] = options["delete_jobs"]
 
         async def main() -> None:
             connector = app.connector
