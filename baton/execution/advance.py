@@ -431,7 +431,7 @@ def _execute_hot(alias: str, sql: str, params: dict[str, Any]) -> list[Any]:
             return list(cursor.fetchall())
     wrapper.ensure_connection()
     raw = wrapper.connection
-    if not _may_prepare(wrapper):
+    if not may_prepare(wrapper):
         with psycopg.Cursor(raw) as cursor:
             cursor.execute(sql, params)
             return list(cursor.fetchall())
@@ -451,7 +451,7 @@ def _execute_hot(alias: str, sql: str, params: dict[str, Any]) -> list[Any]:
 _PREPARE_WHEN_ASKED = 2**31
 
 
-def _may_prepare(wrapper: Any) -> bool:
+def may_prepare(wrapper: Any) -> bool:
     options = wrapper.settings_dict.get("OPTIONS") or {}
     return not ("prepare_threshold" in options and options["prepare_threshold"] is None)
 

@@ -87,7 +87,7 @@ class Command(BaseCommand):
     def _worker(self, options: dict[str, Any]) -> None:
         from procrastinate.contrib.django import app, django_connector
 
-        from baton.execution.worker import run_worker
+        from baton.execution.worker import run_worker, worker_connector
 
         if options["verbosity"] >= 2:
             logging.getLogger("procrastinate").setLevel(logging.INFO)
@@ -109,7 +109,7 @@ class Command(BaseCommand):
         async def main() -> None:
             connector = app.connector
             if isinstance(connector, django_connector.DjangoConnector):
-                connector = connector.get_worker_connector()
+                connector = worker_connector()
             worker_app = app.with_connector(connector)
             async with worker_app.open_async():
                 await run_worker(worker_app, **kwargs)
