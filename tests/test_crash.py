@@ -194,7 +194,9 @@ def test_kill_9_at_each_point_of_a_step(point: str, add_worker) -> None:  # type
     # Every completion ended its own job, so the sweep has no stale job to close.
     assert closed == 0
     if point == "committed":
-        assert (retried, b.attempt) == (0, 1)
+        # b's job ended with b; the dead worker may have fetched c (released by b's
+        # commit) before dying, and that job is retried: c still ran once (above).
+        assert retried in (0, 1) and b.attempt == 1
     else:
         assert (retried, b.attempt) == (1, 2)
     if point == "performing":  # it really died inside perform()

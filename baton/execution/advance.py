@@ -342,9 +342,10 @@ def job_request(step: Step, at: datetime.datetime | None = None) -> JobRequest:
 # succeeded, or deletes it), so the worker need not (local_worker.take_finished).
 # Locks are taken in one order (the step, its dependents by id, then the workflow: `wf`
 # reads `released`, so it runs after it), the order of every other transaction here, so
-# completions cannot deadlock; the contended rows (a fan-in step, the workflow) are held
-# only for this one statement. Every CTE is keyed on `done`: a superseded attempt (the
-# fenced update matches nothing) changes nothing.
+# completions cannot deadlock; the step's own job row is locked after the step, as the
+# sweep does, and no other statement here waits for it. The contended rows (a fan-in
+# step, the workflow) are held only for this one statement. Every CTE is keyed on
+# `done`: a superseded attempt (the fenced update matches nothing) changes nothing.
 _COMPLETE_SQL = f"""
 WITH done AS (
     UPDATE baton_step s
