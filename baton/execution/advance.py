@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from baton import signals
 from baton.execution import local_worker
-from baton.execution.deferrer import JobRequest, database_alias, defer_jobs
+from baton.execution.deferrer import JobRequest, database_alias, defer_jobs, may_prepare
 from baton.graph.states import StepState, WorkflowState, can_transition
 from baton.models import Step, Workflow
 
@@ -419,11 +419,10 @@ def _execute_hot(alias: str, sql: str, params: dict[str, Any]) -> list[Any]:
     Django binds parameters on the client, so Postgres would parse and plan these
     statements at every step, which costs more than running them. They run instead on a
     psycopg cursor with server-side binding on the same connection (so in the same
-    transaction, if any) and are prepared once per connection. Django turns psycopg's
-    prepared statements off for the whole connection (prepare_threshold=None, for
-    connection poolers); baton turns them on for its own statements only, unless the
-    database's OPTIONS set prepare_threshold to None explicitly. While Django captures
-    queries (CaptureQueriesContext, DEBUG), its own cursor runs them, so they are counted.
+    transaction, if any) and are prepared once per connection: psycopg's preparation,
+    which Django turns off for the whole connection, is turned on for these two only
+    (see deferrer.may_prepare). While Django captures queries (CaptureQueriesContext,
+    DEBUG), its own cursor runs them, so they are counted.
     """
     wrapper = connections[alias]
     if wrapper.queries_logged:
@@ -432,7 +431,7 @@ def _execute_hot(alias: str, sql: str, params: dict[str, Any]) -> list[Any]:
             return list(cursor.fetchall())
     wrapper.ensure_connection()
     raw = wrapper.connection
-    if not may_prepare(wrapper):
+    if not may_prepare(alias):
         with psycopg.Cursor(raw) as cursor:
             cursor.execute(sql, params)
             return list(cursor.fetchall())
@@ -450,11 +449,6 @@ def _execute_hot(alias: str, sql: str, params: dict[str, Any]) -> list[Any]:
 
 
 _PREPARE_WHEN_ASKED = 2**31
-
-
-def may_prepare(wrapper: Any) -> bool:
-    options = wrapper.settings_dict.get("OPTIONS") or {}
-    return not ("prepare_threshold" in options and options["prepare_threshold"] is None)
 
 
 def _complete(claimed: Claim, outcome: Completed, ann: Announcements) -> bool:

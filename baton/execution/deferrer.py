@@ -45,6 +45,18 @@ def database_alias() -> str:
     return str(procrastinate_settings.settings.DATABASE_ALIAS)
 
 
+def may_prepare(alias: str) -> bool:
+    """Whether baton may use prepared statements on this database's connections.
+
+    Django keeps psycopg's off by default (prepare_threshold=None) for connection
+    poolers; baton prepares its own per-step statements anyway, unless the database's
+    OPTIONS set prepare_threshold to None explicitly."""
+    from django.db import connections
+
+    options = connections[alias].settings_dict.get("OPTIONS") or {}
+    return not ("prepare_threshold" in options and options["prepare_threshold"] is None)
+
+
 def defer_jobs(requests: Sequence[JobRequest]) -> list[int]:
     """Insert one Procrastinate job per request in one statement; returns the job ids."""
     if not requests:

@@ -167,23 +167,20 @@ def _connection_lost(exc: BaseException) -> bool:
 def worker_connector() -> Any:
     """The connector a worker uses: Procrastinate's own for Django (a psycopg pool on the
     same database), with its connections in autocommit mode and psycopg's prepared
-    statements on.
+    statements on (unless the settings say otherwise, see deferrer.may_prepare).
 
     Every query Procrastinate's worker makes is one statement (its SQL functions are
     atomic), so the BEGIN and COMMIT that psycopg's pool wraps around each one by default
-    are two round trips per fetch spent on nothing. Prepared statements follow the rule
-    of baton's own (advance.may_prepare): on, unless the database's OPTIONS set
-    prepare_threshold to None explicitly."""
-    from django.db import connections
+    are two round trips per fetch spent on nothing."""
     from procrastinate import psycopg_connector
     from procrastinate.contrib.django import settings as procrastinate_settings
     from procrastinate.contrib.django import utils as procrastinate_django_utils
 
-    from baton.execution.advance import may_prepare
+    from baton.execution.deferrer import may_prepare
 
     alias = procrastinate_settings.settings.DATABASE_ALIAS
     params = procrastinate_django_utils.connector_params(alias)
-    if may_prepare(connections[alias]):
+    if may_prepare(alias):
         params.pop("prepare_threshold", None)  # psycopg's default: prepare on 5th use
 
     async def autocommit(connection: psycopg.AsyncConnection[Any]) -> None:
