@@ -8,6 +8,7 @@ connection) with CaptureQueriesContext. The measured numbers are printed (`pytes
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -298,3 +299,62 @@ def test_prepare_threshold_none_in_options_keeps_statements_unprepared(
     finally:
         del options["prepare_threshold"]
         connection.close()
+
+
+# ------------------------------------------------------------ plans that do not grow
+def rows_read_per_table(plan: dict) -> dict[str, int]:
+    """Rows each table's scans returned in an EXPLAIN (ANALYZE, FORMAT JSON) plan."""
+    totals: dict[str, int] = {}
+
+    def walk(node: dict) -> None:
+        if "Relation Name" in node and node["Node Type"].endswith("Scan"):
+            read = int(node["Actual Rows"]) * int(node["Actual Loops"])
+            totals[node["Relation Name"]] = totals.get(node["Relation Name"], 0) + read
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(plan["Plan"])
+    return totals
+
+
+def test_completion_reads_no_more_rows_when_many_steps_wait_elsewhere(clean_jobs) -> None:
+    # Thousands of steps waiting in another workflow, inserted just now (statistics
+    # stale, as after any large insert): the completion's generic plan, which a worker's
+    # connection keeps, must still go from the step's edges to its dependents, not read
+    # every waiting step in the database.
+    big = baton.new("waiting")
+    for index in range(3000):
+        big.add(f"s{index}", Echo.new(), deps=[f"s{index - 1}"] if index else [])
+    big.insert()
+    workflow = (
+        baton.new("small")
+        .add("a", Echo.new())
+        .add_many("fan", [Echo.new() for _ in range(3)], deps=["a"])
+        .insert()
+    )
+    claimed = claim(workflow, "a")
+    sql = advance._COMPLETE_SQL
+    names = ["id", "job_id", "attempt", "value", "has_value", "size", "finish_job", "delete_job"]
+    for position, name in enumerate(names, start=1):
+        sql = sql.replace(f"%({name})s", f"${position}")
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        cursor.execute(
+            "PREPARE baton_test_complete (bigint, bigint, int, jsonb, boolean, int, boolean, "
+            "boolean) AS " + sql
+        )
+        try:
+            cursor.execute(
+                "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE baton_test_complete "
+                "(%s, %s, %s, NULL, false, 0, false, false)",
+                [claimed.step.id, claimed.job_id, claimed.attempt],
+            )
+            output = cursor.fetchone()[0]
+        finally:
+            cursor.execute("DEALLOCATE baton_test_complete")
+        transaction.set_rollback(True)
+    (plan,) = json.loads(output) if isinstance(output, str) else output
+    read = rows_read_per_table(plan)
+    # The step itself, its three dependents, the workflow row: a handful, not 3,000.
+    assert read.get("baton_step", 0) <= 10, read
+    assert read.get("baton_stepdependency", 0) <= 10, read

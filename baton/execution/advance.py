@@ -158,7 +158,7 @@ UPDATE baton_step s
        finished_at = NULL, scheduled_at = NULL
   FROM (SELECT id, state AS old_state FROM baton_step
          WHERE id = %(step_id)s FOR UPDATE) old
- WHERE s.id = old.id AND s.job_id = %(job_id)s
+ WHERE s.id = %(step_id)s AND s.id = old.id AND s.job_id = %(job_id)s
    AND s.state = ANY(%(claimable)s)
    AND (s.state <> %(executing)s OR s.attempt < s.max_attempts)
 RETURNING {STEP_COLUMNS}, old.old_state
@@ -369,11 +369,17 @@ WITH done AS (
     INSERT INTO baton_stepresult (step_id, value, size_bytes, created_at)
     SELECT id, %(value)s::jsonb, %(size)s, now() FROM done WHERE %(has_value)s
 ), locked AS (
+    -- The waiting dependents, found from the step's edges and locked in id order. The
+    -- fenced subqueries fix that plan: left to itself, with stale statistics (a large
+    -- workflow inserted since the last ANALYZE) the planner reads every waiting step
+    -- in the database per completion, and a prepared statement keeps that plan.
     SELECT d.id
-      FROM baton_stepdependency e JOIN baton_step d ON d.id = e.downstream_id
-     WHERE e.upstream_id = (SELECT id FROM done) AND d.state = 'waiting'
-     ORDER BY d.id
-       FOR UPDATE OF d
+      FROM (SELECT e.downstream_id FROM baton_stepdependency e
+             WHERE e.upstream_id = (SELECT id FROM done)
+             ORDER BY e.downstream_id OFFSET 0) e
+     CROSS JOIN LATERAL (SELECT d.id FROM baton_step d
+                          WHERE d.id = e.downstream_id AND d.state = 'waiting'
+                            FOR UPDATE) d
 ), released AS (
     UPDATE baton_step s
        SET deps_pending = s.deps_pending - 1,
@@ -382,7 +388,7 @@ WITH done AS (
            job_id = CASE WHEN s.deps_pending = 1
                          THEN nextval(pg_get_serial_sequence('procrastinate_jobs', 'id'))
                          ELSE s.job_id END
-      FROM locked WHERE s.id = locked.id
+     WHERE s.id = ANY (ARRAY(SELECT id FROM locked))
  RETURNING {STEP_COLUMNS}
 ), jobs AS (
     INSERT INTO procrastinate_jobs (id, queue_name, task_name, priority, lock, args)
