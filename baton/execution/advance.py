@@ -352,7 +352,7 @@ WITH done AS (
        SET version = s.version + 1, state = 'completed', finished_at = now()
      WHERE s.id = %(id)s AND s.job_id = %(job_id)s AND s.attempt = %(attempt)s
        AND s.state = 'executing'
- RETURNING {STEP_COLUMNS}
+ RETURNING s.id, s.job_id, s.workflow_id, s.version, s.finished_at
 ), job_succeeded AS (
     UPDATE procrastinate_jobs j
        SET status = 'succeeded', abort_requested = false,
@@ -410,12 +410,13 @@ WITH done AS (
        AND (SELECT count(*) FROM released) >= 0
  RETURNING w.unfinished_steps, w.state
 )
-SELECT 'done', {STEP_COLUMNS}, wf.unfinished_steps, wf.state,
-       EXISTS (SELECT FROM job_succeeded) OR EXISTS (SELECT FROM job_deleted)
-  FROM done s LEFT JOIN wf ON true
-UNION ALL
-SELECT 'released', {STEP_COLUMNS}, NULL, NULL, NULL
-  FROM released s WHERE s.state = 'available'
+-- One row per dependent made available (or one with NULLs there), each led by what the
+-- completion changed on the step (the rest of its row is the claimed one's).
+SELECT d.version, d.finished_at, wf.unfinished_steps, wf.state,
+       EXISTS (SELECT FROM job_succeeded) OR EXISTS (SELECT FROM job_deleted),
+       {STEP_COLUMNS}
+  FROM done d LEFT JOIN wf ON true
+  LEFT JOIN released s ON s.state = 'available'
 """
 
 
@@ -476,21 +477,29 @@ def _complete(claimed: Claim, outcome: Completed, ann: Announcements) -> bool:
             "delete_job": bool(delete_job),
         },
     )
-    done_rows = [row[1:] for row in rows if row[0] == "done"]
-    if not done_rows:
+    if not rows:
         return False  # superseded
-    done = steps_from_rows(done_rows, ann.alias)[0]
+    version, finished_at, unfinished, state, job_finished = rows[0][:5]
+    # Nothing else on the step's row changes while it executes (the fence proves it was
+    # still this attempt's): the claimed row plus the completion's changes.
+    done = _changed(claimed.step, state=S.COMPLETED.value, version=version, finished_at=finished_at)
     ann.step(done, S.EXECUTING)
-    for step in steps_from_rows([row[1:] for row in rows if row[0] == "released"], ann.alias):
-        if step.state == S.AVAILABLE:  # its new job's INSERT notifies the workers
-            ann.step(step, S.WAITING)
-    unfinished, state, job_finished = done_rows[0][-3:]
+    released = [row[5:] for row in rows if row[5] is not None]
+    for step in steps_from_rows(released, ann.alias):  # their job INSERTs notify workers
+        ann.step(step, S.WAITING)
     if job_finished:  # committed with the statement (autocommit)
         local_worker.job_finished(claimed.job_id)
     if unfinished == 0 and state in (WorkflowState.COMPLETED, WorkflowState.FAILED):
         # Only this statement could bring the countdown to zero, so only it gets here.
         ann.finished_workflows.append((done.workflow_id, state))
     return True
+
+
+def _changed(step: Step, **values: Any) -> Step:
+    """A new instance of `step` with some fields changed (observers may hold the old one)."""
+    return Step.from_db(
+        step._state.db, _STEP_FIELDS, [values.get(f, getattr(step, f)) for f in _STEP_FIELDS]
+    )
 
 
 def enqueue(cursor: Any, steps: Sequence[Step], ann: Announcements) -> None:
