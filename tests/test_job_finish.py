@@ -1,6 +1,7 @@
 """Under baton's worker a completion ends its own Procrastinate job in the same statement
 (advance._COMPLETE_SQL), and the worker skips its finish_job call. The jobs must look
-exactly as if Procrastinate had finished them: status, attempts, events, deletion."""
+exactly as if Procrastinate had finished them: status, attempts, events, deletion. At the
+other end, the worker's fetch claims the step in the fetch's own statement."""
 
 from __future__ import annotations
 
@@ -117,3 +118,26 @@ def test_delete_jobs_successful_deletes_completed_steps_jobs(start_worker):
     (bad_job,) = step_jobs(bad).values()
     wait_for_job(bad_job)
     assert job_state(bad_job) is not None and job_state(bad_job)[0] == "failed"
+
+
+def test_the_fetch_claims_the_step_in_its_own_statement(start_worker):
+    start_worker(concurrency=2)
+    workflow = (
+        baton.new("fetch-claim")
+        .add("a", Echo.new())
+        .add_many("fan", [Echo.new() for _ in range(4)], deps=["a"])
+        .insert()
+    )
+    workflow = wait_for_workflow(workflow, timeout=30)
+    assert_completed(workflow)
+    with connection.cursor() as cursor:
+        # The job's `started` event (written when the fetch marks it doing) and the
+        # step's started_at (the claim) carry the same transaction timestamp.
+        cursor.execute(
+            "SELECT count(*) FROM baton_step s JOIN procrastinate_events e "
+            "ON e.job_id = s.job_id AND e.type = 'started' "
+            "WHERE s.workflow_id = %s AND e.at = s.started_at",
+            [workflow.pk],
+        )
+        assert cursor.fetchone() == (5,)
+    assert all(step.attempt == 1 for step in Step.objects.filter(workflow=workflow))

@@ -39,7 +39,6 @@ logger = logging.getLogger("baton")
 S = StepState
 _STEP_FIELDS = [field.attname for field in Step._meta.concrete_fields]
 STEP_COLUMNS = ", ".join(f's."{field.column}"' for field in Step._meta.concrete_fields)
-_CLAIMABLE = (S.AVAILABLE, S.SCHEDULED, S.RETRYABLE, S.EXECUTING)
 
 
 # ----------------------------------------------------------------------------- outcomes
@@ -151,30 +150,71 @@ def steps_from_rows(rows: Iterable[Sequence[Any]], alias: str) -> list[Step]:
 
 
 # --------------------------------------------------------------------------------- claim
-_CLAIM_SQL = f"""
+# The claim: a statement of its own (claim()), or folded into Procrastinate's fetch under
+# baton's worker (FETCH_AND_CLAIM_SQL, one round trip fewer per step). Both make the same
+# change under the same conditions.
+_CLAIM_UPDATE = """
 UPDATE baton_step s
    SET version = s.version + 1,
-       state = %(executing)s, attempt = s.attempt + 1, started_at = now(),
+       state = 'executing', attempt = s.attempt + 1, started_at = now(),
        finished_at = NULL, scheduled_at = NULL
   FROM (SELECT id, state AS old_state FROM baton_step
-         WHERE id = %(step_id)s FOR UPDATE) old
- WHERE s.id = %(step_id)s AND s.id = old.id AND s.job_id = %(job_id)s
-   AND s.state = ANY(%(claimable)s)
-   AND (s.state <> %(executing)s OR s.attempt < s.max_attempts)
-RETURNING {STEP_COLUMNS}, old.old_state
+         WHERE id = {step_id} FOR UPDATE) old
+ WHERE s.id = {step_id} AND s.id = old.id AND s.job_id = {job_id}
+   AND s.state IN ('available', 'scheduled', 'retryable', 'executing')
+   AND (s.state <> 'executing' OR s.attempt < s.max_attempts)
 """
+_CLAIM_SQL = (
+    _CLAIM_UPDATE.format(step_id="%(step_id)s", job_id="%(job_id)s")
+    + f"RETURNING {STEP_COLUMNS}, old.old_state"
+)
+# Procrastinate's fetch_job query (procrastinate_fetch_job_v2, Procrastinate 3.x), and the
+# claim of the step named by the fetched job's args, in one autocommit statement. Only
+# the step's own job can claim it (the job_id fence), so other tasks' jobs claim nothing;
+# their columns come back NULL.
+FETCH_AND_CLAIM_SQL = f"""
+WITH job AS (
+    SELECT id, status, task_name, priority, lock, queueing_lock, args, scheduled_at,
+           queue_name, attempts, worker_id
+      FROM procrastinate_fetch_job_v2(%(queues)s::varchar[], %(worker_id)s)
+), claimed AS (
+{
+    _CLAIM_UPDATE.format(
+        step_id="(SELECT (args->>'step_id')::bigint FROM job "
+        "WHERE jsonb_typeof(args->'step_id') = 'number')",
+        job_id="(SELECT id FROM job)",
+    )
+}
+RETURNING {", ".join(f's."{f.column}" AS "baton_{f.attname}"' for f in Step._meta.concrete_fields)},
+          old.old_state AS baton_old_state
+)
+SELECT job.*, claimed.* FROM job LEFT JOIN claimed ON true
+"""
+
+
+def claimed_by_fetch(row: dict[str, Any]) -> tuple[list[Any], str] | None:
+    """The step row (values in field order) and its old state that FETCH_AND_CLAIM_SQL
+    claimed, if it claimed one."""
+    if row.get("baton_id") is None:
+        return None
+    return [row[f"baton_{name}"] for name in _STEP_FIELDS], row["baton_old_state"]
+
+
+def claim_fetched(values: list[Any], old_state: str, job_id: int) -> Claim:
+    """claim()'s result for a step that the worker's fetch already claimed (committed)."""
+    alias = database_alias()
+    step = Step.from_db(alias, _STEP_FIELDS, values)
+    announcements = Announcements(alias)
+    announcements.step(step, old_state)
+    announcements.register()
+    return Claim(step=step, job_id=job_id, attempt=step.attempt)
 
 
 def claim(step_id: int, job_id: int) -> Claim | None:
     """The runtime gate: make `step_id` executing for `job_id`, or None if it must not run."""
     alias = database_alias()
     announcements = Announcements(alias)
-    params: dict[str, Any] = {
-        "step_id": step_id,
-        "job_id": job_id,
-        "executing": S.EXECUTING.value,
-        "claimable": [state.value for state in _CLAIMABLE],
-    }
+    params: dict[str, Any] = {"step_id": step_id, "job_id": job_id}
     # The usual case is this one statement, atomic by itself: no transaction block, so
     # no extra round trips (it joins the caller's transaction if there is one).
     rows = _execute_hot(alias, _CLAIM_SQL, params)

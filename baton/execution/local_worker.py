@@ -11,6 +11,9 @@ path remains:
 - finished jobs: a completion marks its own Procrastinate job finished in the same
   statement that completes the step (see advance._COMPLETE_SQL), and tells the worker,
   which then skips its own finish_job round trips for that job.
+
+And one thing the worker tells the step: that its fetch already claimed the step
+(advance.FETCH_AND_CLAIM_SQL), so the step skips its own claim statement.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import datetime
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 _lock = threading.Lock()
 
@@ -30,6 +34,8 @@ class _Worker:
     wake: Callable[[], None]
     delete_succeeded_jobs: bool
     finished_jobs: set[int] = field(default_factory=set)
+    # job id -> (the claimed step's row values, its state before the claim)
+    claims: dict[int, tuple[list[Any], str]] = field(default_factory=dict)
 
 
 _worker: _Worker | None = None
@@ -98,3 +104,16 @@ def take_finished(job_id: int) -> bool:
             return False
         _worker.finished_jobs.discard(job_id)
         return True
+
+
+def fetched_claim(job_id: int, claim: tuple[list[Any], str]) -> None:
+    """The worker's fetch of this job also claimed its step (committed)."""
+    with _lock:
+        if _worker is not None:
+            _worker.claims[job_id] = claim
+
+
+def take_claim(job_id: int) -> tuple[list[Any], str] | None:
+    """The claim the worker's fetch made for this job, once; None if it made none."""
+    with _lock:
+        return None if _worker is None else _worker.claims.pop(job_id, None)

@@ -25,7 +25,7 @@ from procrastinate.job_context import AbortReason
 
 from baton.conf import settings as baton_settings
 from baton.exceptions import ResultNotSerializable, ResultTooLarge, ResultUnavailable
-from baton.execution import advance
+from baton.execution import advance, local_worker
 from baton.execution.deferrer import database_alias
 from baton.execution.outcomes import Discard, Error, Snooze
 from baton.graph.policy import backoff_seconds, should_retry
@@ -290,6 +290,9 @@ def _claim(step_id: int, job_id: int) -> advance.Claim | None:
     """advance.claim, once more on a fresh connection if the kept one was broken (after a
     Postgres restart an idle kept connection fails on first use; Django only notices
     then). Nothing was written by the failed try: it is one statement."""
+    fetched = local_worker.take_claim(job_id)
+    if fetched is not None:  # baton's worker claimed it with the fetch
+        return advance.claim_fetched(*fetched, job_id=job_id)
     try:
         return advance.claim(step_id, job_id)
     except (OperationalError, InterfaceError, psycopg.OperationalError):

@@ -10,7 +10,9 @@ a whole polling interval:
 arms a timer for each job baton schedules from this process.
 
 A step's completion also ends its own Procrastinate job in the same statement, so the
-worker skips its finish_job call (three round trips) for that job.
+worker skips its finish_job call for that job; and the worker's fetch claims the step
+of the job it fetches in the same statement (`_ClaimingJobManager`), so the step skips
+its own claim.
 
 And one gap that takes workers down: Procrastinate stops the whole worker (exit status 0)
 when a database call outside a job fails, so a Postgres restart ends every worker: the
@@ -30,6 +32,7 @@ from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 from procrastinate import exceptions as procrastinate_exceptions
 from procrastinate import jobs as procrastinate_jobs
+from procrastinate import manager as procrastinate_manager
 from procrastinate import worker as procrastinate_worker
 
 from baton.execution import local_worker
@@ -64,11 +67,31 @@ class _StickyEvent(asyncio.Event):
             super().clear()
 
 
+class _ClaimingJobManager(procrastinate_manager.JobManager):
+    """Procrastinate's job manager whose fetch also claims the fetched job's step."""
+
+    async def fetch_job(self, queues: Any, worker_id: int) -> procrastinate_jobs.Job | None:
+        from baton.execution import advance
+
+        row = await self.connector.execute_query_one_async(
+            query=advance.FETCH_AND_CLAIM_SQL, queues=queues, worker_id=worker_id
+        )
+        if row["id"] is None:
+            return None
+        job = procrastinate_jobs.Job.from_row(row)
+        claim = advance.claimed_by_fetch(row)
+        if claim is not None:
+            local_worker.fetched_claim(int(row["id"]), claim)
+        return job
+
+
 class BatonWorker(procrastinate_worker.Worker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("fetch_job_polling_interval", DEFAULT_POLLING_INTERVAL)
         super().__init__(*args, **kwargs)
         self._new_job_event = _StickyEvent()
+        # This worker's own app (run_worker's caller made it with with_connector).
+        self.app.job_manager = _ClaimingJobManager(self.app.connector)
 
     def _wake(self) -> None:
         self._new_job_event.set()
