@@ -22,7 +22,7 @@ import asyncio
 import datetime
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 _lock = threading.Lock()
@@ -33,12 +33,14 @@ class _Worker:
     loop: asyncio.AbstractEventLoop
     wake: Callable[[], None]
     delete_succeeded_jobs: bool
-    finished_jobs: set[int] = field(default_factory=set)
-    # job id -> (the claimed step's row values, its state before the claim)
-    claims: dict[int, tuple[list[Any], str]] = field(default_factory=dict)
 
 
 _worker: _Worker | None = None
+# Kept apart from the attached worker, so that nothing is lost if the worker detaches
+# (or another attaches) between a fetch or completion and the step that follows it.
+_finished_jobs: set[int] = set()
+# job id -> (the claimed step's row values, its state before the claim)
+_claims: dict[int, tuple[list[Any], str]] = {}
 
 # A scheduled job becomes fetchable when the database clock passes scheduled_at;
 # arrive a little late rather than early.
@@ -93,27 +95,25 @@ def job_finishing() -> bool | None:
 def job_finished(job_id: int) -> None:
     """The step's completion committed its job's end: the worker need not finish it."""
     with _lock:
-        if _worker is not None:
-            _worker.finished_jobs.add(job_id)
+        _finished_jobs.add(job_id)
 
 
 def take_finished(job_id: int) -> bool:
     """True (once) if a completion in this process already finished this job."""
     with _lock:
-        if _worker is None or job_id not in _worker.finished_jobs:
+        if job_id not in _finished_jobs:
             return False
-        _worker.finished_jobs.discard(job_id)
+        _finished_jobs.discard(job_id)
         return True
 
 
 def fetched_claim(job_id: int, claim: tuple[list[Any], str]) -> None:
     """The worker's fetch of this job also claimed its step (committed)."""
     with _lock:
-        if _worker is not None:
-            _worker.claims[job_id] = claim
+        _claims[job_id] = claim
 
 
 def take_claim(job_id: int) -> tuple[list[Any], str] | None:
     """The claim the worker's fetch made for this job, once; None if it made none."""
     with _lock:
-        return None if _worker is None else _worker.claims.pop(job_id, None)
+        return _claims.pop(job_id, None)
