@@ -224,12 +224,10 @@ def postgres_cpu_seconds() -> float | None:
                 continue
         except OSError:
             continue
-        fields = _proc_stat(int(entry.name))
-        if fields is None:
-            continue
-        seen = True
-        # utime, stime, and the reaped children's cutime, cstime (the postmaster's).
-        total += sum(int(fields[i]) for i in (11, 12, 13, 14)) / _TICKS
+        # The postmaster's reaped-children counters hold the exited backends.
+        seconds = process_cpu_seconds(int(entry.name))
+        if seconds is not None:
+            total, seen = total + seconds, True
     return total if seen else None
 
 
@@ -741,8 +739,8 @@ is the path baton uses.
   the next; baton: a chain of steps). Hand-off = start of link n+1 - end of link n.
   Raw Procrastinate is run on both workers: the difference between the two raw columns
   is the worker's own changes (wake-ups kept, autocommit fetches), the difference between
-  raw-on-BatonWorker and baton is baton's own per-step work (the claim and the
-  completion statement).
+  raw-on-BatonWorker and baton is baton's own per-step work (the claim, folded into the
+  fetch, and the completion statement).
 - **Snooze**: {snoozes} independent steps return `baton.Snooze({snooze_seconds})` once
   (raw: a job that defers itself {snooze_seconds}s later once). Lateness = start of the
   second run - the job's `scheduled_at`.

@@ -90,7 +90,8 @@ class BatonWorker(procrastinate_worker.Worker):
         kwargs.setdefault("fetch_job_polling_interval", DEFAULT_POLLING_INTERVAL)
         super().__init__(*args, **kwargs)
         self._new_job_event = _StickyEvent()
-        # This worker's own app (run_worker's caller made it with with_connector).
+        # Only its fetch differs from Procrastinate's job manager (the command gives the
+        # worker an app of its own, made with with_connector).
         self.app.job_manager = _ClaimingJobManager(self.app.connector)
 
     def _wake(self) -> None:
