@@ -11,6 +11,9 @@ from baton.graph.spec import StepSpec
 
 if TYPE_CHECKING:  # the real types for type checkers; loaded lazily at run time
     from baton.execution.step import Job, Step
+    from baton.llm.hints import RateLimited
+    from baton.llm.multi_model import model_for
+    from baton.llm.step import LLMStep
     from baton.results import get_all_results, get_result
 
 __all__ = [
@@ -19,12 +22,15 @@ __all__ = [
     "Error",
     "InvalidWorkflow",
     "Job",
+    "LLMStep",
+    "RateLimited",
     "ResultUnavailable",
     "Snooze",
     "Step",
     "StepSpec",
     "get_all_results",
     "get_result",
+    "model_for",
     "new",
 ]
 
@@ -62,4 +68,8 @@ def __getattr__(name: str) -> Any:
         from baton import results
 
         return getattr(results, name)
+    if name in ("LLMStep", "RateLimited", "model_for"):
+        from baton import llm
+
+        return getattr(llm, name)
     raise AttributeError(f"module 'baton' has no attribute {name!r}")

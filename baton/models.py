@@ -1,4 +1,4 @@
-"""Workflows, steps, dependency edges and results: the state machine on disk.
+"""Workflows, steps, dependency edges, results and the LLM ledger: the state machine on disk.
 
 State changes happen in baton.execution (never `queryset.update(state=...)` elsewhere),
 so that every transition is locked, counted and announced.
@@ -11,6 +11,7 @@ from typing import Any
 
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from baton.graph.states import (
     QUEUED_STEP_STATES,
@@ -18,6 +19,11 @@ from baton.graph.states import (
     StepState,
     WorkflowState,
 )
+
+# Costs in USD: exact decimals, down to 1e-15 USD (a token of the cheapest models costs
+# around 1e-8).
+COST_DIGITS = 30
+COST_PLACES = 15
 
 
 def _choices(enum: type[StepState] | type[WorkflowState]) -> list[tuple[str, str]]:
@@ -48,6 +54,15 @@ class Workflow(models.Model):
     unfinished_steps = models.IntegerField(default=0)
     # Names of the steps that ended discarded or cancelled, for the outcome.
     failed_steps = models.JSONField(default=list, blank=True)
+    # Why the workflow failed, beyond its failed steps ("budget exceeded: ...").
+    reason = models.TextField(blank=True, default="", db_default="")
+    # The ledger's running totals (baton.llm), kept by the statements that record usage:
+    # what the budget check and the list pages read without summing the ledger.
+    # NULL: nothing priced yet (unknown is never 0).
+    cost_usd = models.DecimalField(
+        max_digits=COST_DIGITS, decimal_places=COST_PLACES, null=True, blank=True
+    )
+    unpriced_calls = models.PositiveIntegerField(default=0, db_default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -150,6 +165,11 @@ class Step(models.Model):
     reason = models.TextField(blank=True, default="")
     last_error = models.TextField(blank=True, default="")
     traceback = models.TextField(blank=True, default="")
+    # Ledger totals over all of this step's attempts (failed ones spent money too).
+    cost_usd = models.DecimalField(
+        max_digits=COST_DIGITS, decimal_places=COST_PLACES, null=True, blank=True
+    )
+    unpriced_calls = models.PositiveIntegerField(default=0, db_default=0)
 
     objects = StepQuerySet.as_manager()
 
@@ -239,3 +259,106 @@ class StepResult(models.Model):
 
     def __str__(self) -> str:
         return f"result of step {self.step_id}"
+
+
+class LLMUsage(models.Model):
+    """One model call in the ledger: who made it, with which model, what it used and cost.
+
+    Written by the statement that records the attempt's outcome (baton.llm.ledger), once
+    per (step, job, attempt, call key): a call recorded twice in an attempt counts once.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    # No database-level foreign keys, as for edges: the attempt's own statement is the
+    # only writer and prune the only deleter.
+    workflow = models.ForeignKey(
+        Workflow,
+        on_delete=models.CASCADE,
+        related_name="llm_usage",
+        db_constraint=False,
+        db_index=False,  # baton_usage_workflow_step leads with it
+    )
+    step = models.ForeignKey(
+        Step,
+        on_delete=models.CASCADE,
+        related_name="llm_usage",
+        db_constraint=False,
+        db_index=False,  # baton_usage_unique_call leads with it
+    )
+    attempt = models.PositiveIntegerField()
+    job_id = models.BigIntegerField()
+    call_key = models.CharField(max_length=200)
+    model = models.CharField(max_length=200)
+    provider = models.CharField(max_length=100, blank=True, default="")
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cache_read_tokens = models.PositiveBigIntegerField(default=0)
+    cache_write_tokens = models.PositiveBigIntegerField(default=0)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    # NULL: the pricing did not know the model; never guessed, never 0.
+    cost_usd = models.DecimalField(
+        max_digits=COST_DIGITS, decimal_places=COST_PLACES, null=True, blank=True
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "LLM call"
+        verbose_name_plural = "LLM calls"
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["step", "job_id", "attempt", "call_key"], name="baton_usage_unique_call"
+            ),
+        ]
+        # workflow_totals / steps_for_workflow; cost_by_model(since, until).
+        indexes = [
+            models.Index(fields=["workflow", "step"], name="baton_usage_workflow_step"),
+            models.Index(fields=["created_at", "model"], name="baton_usage_created_model"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} call of step {self.step_id} (attempt {self.attempt})"
+
+
+class DebugKind(models.TextChoices):
+    REQUEST = "request", "request"
+    RESPONSE = "response", "response"
+    UPSTREAM_CONTEXT = "upstream_context", "upstream context"
+
+
+class DebugRecord(models.Model):
+    """What a debug workflow's step sent to a model, got back, and read from upstream."""
+
+    id = models.BigAutoField(primary_key=True)
+    workflow = models.ForeignKey(
+        Workflow,
+        on_delete=models.CASCADE,
+        related_name="debug_records",
+        db_constraint=False,
+        db_index=False,  # baton_debug_workflow_step leads with it
+    )
+    step = models.ForeignKey(
+        Step,
+        on_delete=models.CASCADE,
+        related_name="debug_records",
+        db_constraint=False,
+        db_index=False,
+    )
+    attempt = models.PositiveIntegerField()
+    kind = models.CharField(max_length=20, choices=DebugKind.choices)
+    # A response names the request it answers (the handle log_request returned).
+    request = models.ForeignKey(
+        "self", on_delete=models.CASCADE, null=True, blank=True, related_name="responses"
+    )
+    payload = models.JSONField(null=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["workflow", "step"], name="baton_debug_workflow_step"),
+            models.Index(fields=["created_at"], name="baton_debug_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} of step {self.step_id} (attempt {self.attempt})"

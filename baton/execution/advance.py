@@ -22,6 +22,7 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -32,6 +33,7 @@ from baton import signals
 from baton.execution import local_worker
 from baton.execution.deferrer import JobRequest, database_alias, defer_jobs, may_prepare
 from baton.graph.states import StepState, WorkflowState, can_transition
+from baton.llm.ledger import Call, Totals, calls_json
 from baton.models import Step, Workflow
 
 logger = logging.getLogger("baton")
@@ -42,10 +44,13 @@ STEP_COLUMNS = ", ".join(f's."{field.column}"' for field in Step._meta.concrete_
 
 
 # ----------------------------------------------------------------------------- outcomes
+# Every outcome carries the model calls its attempt recorded (baton.llm.ledger): they are
+# stored by the statement that records the outcome, whatever it is (spent is spent).
 @dataclasses.dataclass(frozen=True)
 class Completed:
     value_json: str | None  # the result, serialised; None: no result
     size_bytes: int = 0
+    calls: tuple[Call, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +61,7 @@ class Rescheduled:
     snooze: bool
     error: str = ""
     traceback: str = ""
+    calls: tuple[Call, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,9 +69,28 @@ class Discarded:
     reason: str
     error: str = ""
     traceback: str = ""
+    calls: tuple[Call, ...] = ()
+    # Set on the workflow too, when it has none yet: why it will end failed.
+    workflow_reason: str = ""
 
 
 Outcome = Completed | Rescheduled | Discarded
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkflowAtClaim:
+    """What the claim read of the step's workflow, for decisions before perform()
+    (the budget, debug capture) that must cost no query of their own."""
+
+    budget_usd: Decimal | None = None
+    cost_usd: Decimal | None = None
+    debug: bool = False
+
+    @property
+    def budget_exceeded(self) -> bool:
+        if self.budget_usd is None:
+            return False
+        return (self.cost_usd or Decimal(0)) >= self.budget_usd
 
 
 @dataclasses.dataclass
@@ -75,6 +100,7 @@ class Claim:
     step: Step
     job_id: int
     attempt: int
+    workflow: WorkflowAtClaim = dataclasses.field(default_factory=WorkflowAtClaim)
 
 
 # ------------------------------------------------------------------------ announcements
@@ -83,11 +109,13 @@ class Announcements:
 
     def __init__(self, alias: str) -> None:
         self.alias = alias
-        self.transitions: list[tuple[Step, str]] = []
+        self.transitions: list[tuple[Step, str, dict[str, Any]]] = []
         self.finished_workflows: list[tuple[Any, str]] = []
         self.due: list[datetime.datetime | None] = []
 
-    def step(self, step: Step, old_state: str) -> None:
+    def step(self, step: Step, old_state: str, **extra: Any) -> dict[str, Any]:
+        """A transition to announce; `extra` goes to the signal's receivers as keywords
+        (the workflow's running cost, when the transition recorded usage)."""
         if not can_transition(StepState(old_state), StepState(step.state)):
             # A bug, not the user's problem: say so loudly, never fail the step for it.
             logger.error(
@@ -97,7 +125,8 @@ class Announcements:
                 old_state,
                 step.state,
             )
-        self.transitions.append((step, old_state))
+        self.transitions.append((step, old_state, extra))
+        return extra
 
     def register(self) -> None:
         transaction.on_commit(self._send, using=self.alias)
@@ -105,9 +134,13 @@ class Announcements:
     def _send(self) -> None:
         for at in self.due:
             local_worker.job_due(at)
-        for step, old_state in self.transitions:
+        for step, old_state, extra in self.transitions:
             _send_robustly(
-                signals.step_transitioned, step=step, old_state=old_state, new_state=step.state
+                signals.step_transitioned,
+                step=step,
+                old_state=old_state,
+                new_state=step.state,
+                **extra,
             )
         if self.finished_workflows:
             workflows = Workflow.objects.using(self.alias).in_bulk(
@@ -153,20 +186,26 @@ def steps_from_rows(rows: Iterable[Sequence[Any]], alias: str) -> list[Step]:
 # The claim: a statement of its own (claim()), or folded into Procrastinate's fetch under
 # baton's worker (FETCH_AND_CLAIM_SQL, one round trip fewer per step). Both make the same
 # change under the same conditions.
+# It also reads (without locking) the workflow's budget, running cost and debug flag, which
+# decide before perform() whether an LLM step may call a model: WorkflowAtClaim.
 _CLAIM_UPDATE = """
 UPDATE baton_step s
    SET version = s.version + 1,
        state = 'executing', attempt = s.attempt + 1, started_at = now(),
        finished_at = NULL, scheduled_at = NULL
-  FROM (SELECT id, state AS old_state FROM baton_step
-         WHERE id = {step_id} FOR UPDATE) old
+  FROM (SELECT id, state AS old_state, workflow_id FROM baton_step
+         WHERE id = {step_id} FOR UPDATE) old,
+       baton_workflow w
  WHERE s.id = {step_id} AND s.id = old.id AND s.job_id = {job_id}
    AND s.state IN ('available', 'scheduled', 'retryable', 'executing')
    AND (s.state <> 'executing' OR s.attempt < s.max_attempts)
+   AND w.id = old.workflow_id
 """
+_WORKFLOW_AT_CLAIM = ("budget_usd", "cost_usd", "debug")
 _CLAIM_SQL = (
     _CLAIM_UPDATE.format(step_id="%(step_id)s", job_id="%(job_id)s")
-    + f"RETURNING {STEP_COLUMNS}, old.old_state"
+    + f"RETURNING {STEP_COLUMNS}, old.old_state, "
+    + ", ".join(f"w.{column}" for column in _WORKFLOW_AT_CLAIM)
 )
 # Procrastinate's fetch_job query (procrastinate_fetch_job_v2, Procrastinate 3.x), and the
 # claim of the step named by the fetched job's args, in one autocommit statement. Only
@@ -186,28 +225,32 @@ WITH job AS (
     )
 }
 RETURNING {", ".join(f's."{f.column}" AS "baton_{f.attname}"' for f in Step._meta.concrete_fields)},
-          old.old_state AS baton_old_state
+          old.old_state AS baton_old_state,
+          {", ".join(f"w.{column} AS baton_workflow_{column}" for column in _WORKFLOW_AT_CLAIM)}
 )
 SELECT job.*, claimed.* FROM job LEFT JOIN claimed ON true
 """
 
 
-def claimed_by_fetch(row: dict[str, Any]) -> tuple[list[Any], str] | None:
-    """The step row (values in field order) and its old state that FETCH_AND_CLAIM_SQL
-    claimed, if it claimed one."""
+def claimed_by_fetch(row: dict[str, Any]) -> tuple[list[Any], str, WorkflowAtClaim] | None:
+    """The step row (values in field order), its old state and what it read of the
+    workflow, as FETCH_AND_CLAIM_SQL claimed it, if it claimed one."""
     if row.get("baton_id") is None:
         return None
-    return [row[f"baton_{name}"] for name in _STEP_FIELDS], row["baton_old_state"]
+    workflow = WorkflowAtClaim(*(row[f"baton_workflow_{c}"] for c in _WORKFLOW_AT_CLAIM))
+    return [row[f"baton_{name}"] for name in _STEP_FIELDS], row["baton_old_state"], workflow
 
 
-def claim_fetched(values: list[Any], old_state: str, job_id: int) -> Claim:
+def claim_fetched(
+    values: list[Any], old_state: str, workflow: WorkflowAtClaim, job_id: int
+) -> Claim:
     """claim()'s result for a step that the worker's fetch already claimed (committed)."""
     alias = database_alias()
     step = Step.from_db(alias, _STEP_FIELDS, values)
     announcements = Announcements(alias)
     announcements.step(step, old_state)
     announcements.register()
-    return Claim(step=step, job_id=job_id, attempt=step.attempt)
+    return Claim(step=step, job_id=job_id, attempt=step.attempt, workflow=workflow)
 
 
 def claim(step_id: int, job_id: int) -> Claim | None:
@@ -221,9 +264,12 @@ def claim(step_id: int, job_id: int) -> Claim | None:
     if rows:
         row = rows[0]
         step = steps_from_rows([row], alias)[0]
-        announcements.step(step, row[-1])
+        old_state, *workflow = row[len(_STEP_FIELDS) :]
+        announcements.step(step, old_state)
         announcements.register()
-        return Claim(step=step, job_id=job_id, attempt=step.attempt)
+        return Claim(
+            step=step, job_id=job_id, attempt=step.attempt, workflow=WorkflowAtClaim(*workflow)
+        )
 
     with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
         # Not claimable. The one case that still needs a write: this job's previous run
@@ -295,6 +341,8 @@ def _apply(
         "WHERE s.id = %(id)s AND s.job_id = %(job_id)s AND s.attempt = %(attempt)s "
         "AND s.state = %(executing)s"
     )
+    totals = Totals.of(outcome.calls)
+    fence.update(cost=totals.cost_usd, unpriced=totals.unpriced_calls)
 
     if isinstance(outcome, Rescheduled):
         at = timezone.now() + datetime.timedelta(seconds=outcome.delay_seconds)
@@ -309,7 +357,8 @@ def _apply(
                    state = %(state)s, job_id = %(new_job)s, scheduled_at = %(at)s,
                    attempt = s.attempt - %(give_back)s, snoozes = s.snoozes + %(snoozed)s,
                    last_error = CASE WHEN %(error)s = '' THEN s.last_error ELSE %(error)s END,
-                   traceback = CASE WHEN %(error)s = '' THEN s.traceback ELSE %(tb)s END
+                   traceback = CASE WHEN %(error)s = '' THEN s.traceback ELSE %(tb)s END,
+                   {_ADD_STEP_COST}
              {fence_sql}
          RETURNING {STEP_COLUMNS}
             """,
@@ -328,7 +377,8 @@ def _apply(
         if not rows:
             transaction.set_rollback(True, using=ann.alias)  # takes the new job back too
             return False
-        ann.step(steps_from_rows(rows, ann.alias)[0], S.EXECUTING)
+        extra = ann.step(steps_from_rows(rows, ann.alias)[0], S.EXECUTING)
+        extra.update(_store_calls(cursor, claimed, outcome.calls, totals))
         ann.due.append(at)
         return True
 
@@ -338,7 +388,8 @@ def _apply(
            SET version = s.version + 1,
                state = %(discarded)s, finished_at = now(), reason = %(reason)s,
                last_error = CASE WHEN %(error)s = '' THEN s.last_error ELSE %(error)s END,
-               traceback = CASE WHEN %(error)s = '' THEN s.traceback ELSE %(tb)s END
+               traceback = CASE WHEN %(error)s = '' THEN s.traceback ELSE %(tb)s END,
+               {_ADD_STEP_COST}
          {fence_sql}
      RETURNING {STEP_COLUMNS}
         """,
@@ -354,9 +405,82 @@ def _apply(
     if not rows:
         return False
     failed = steps_from_rows(rows, ann.alias)[0]
-    ann.step(failed, S.EXECUTING)
+    extra = ann.step(failed, S.EXECUTING)
     fail_steps(cursor, [failed], ann)
+    # After the cascade, which locked the workflow row last (the one lock order).
+    extra.update(_store_calls(cursor, claimed, outcome.calls, totals, outcome.workflow_reason))
     return True
+
+
+# Adds an attempt's calls to the step's running totals, in the statement that records
+# the attempt's outcome.
+_ADD_STEP_COST = """cost_usd = CASE WHEN %(cost)s::numeric IS NULL THEN s.cost_usd
+                                 ELSE COALESCE(s.cost_usd, 0) + %(cost)s::numeric END,
+                   unpriced_calls = s.unpriced_calls + %(unpriced)s"""
+_ADD_WORKFLOW_COST = """cost_usd = CASE WHEN %(cost)s::numeric IS NULL THEN w.cost_usd
+                                 ELSE COALESCE(w.cost_usd, 0) + %(cost)s::numeric END,
+           unpriced_calls = w.unpriced_calls + %(unpriced)s"""
+_LEDGER_COLUMNS = (
+    "call_key text, model text, provider text, input_tokens bigint, output_tokens bigint, "
+    "cache_read_tokens bigint, cache_write_tokens bigint, latency_ms integer, cost_usd numeric"
+)
+# The ledger rows of an attempt, from the JSON array ledger.calls_json() makes; `done`
+# is the recorded step (id, job_id, workflow_id).
+_INSERT_CALLS = f"""
+    INSERT INTO baton_llmusage (workflow_id, step_id, attempt, job_id, call_key, model, provider,
+                                input_tokens, output_tokens, cache_read_tokens,
+                                cache_write_tokens, latency_ms, cost_usd, created_at)
+    SELECT d.workflow_id, d.id, %(attempt)s, d.job_id, u.call_key, u.model, u.provider,
+           u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens,
+           u.latency_ms, u.cost_usd, now()
+      FROM done d CROSS JOIN jsonb_to_recordset(%(calls)s::jsonb) AS u({_LEDGER_COLUMNS})
+        ON CONFLICT DO NOTHING
+"""
+
+
+def _store_calls(
+    cursor: Any,
+    claimed: Claim,
+    calls: tuple[Call, ...],
+    totals: Totals,
+    workflow_reason: str = "",
+) -> dict[str, Any]:
+    """On the failure paths: write an attempt's calls to the ledger and add them to the
+    workflow's running totals (the step's were added by its own update). Returns the
+    workflow's new totals for the announcement, if it changed them."""
+    if not calls and not workflow_reason:
+        return {}
+    step = claimed.step
+    params = {
+        "id": step.id,
+        "job_id": claimed.job_id,
+        "workflow_id": step.workflow_id,
+        "attempt": claimed.attempt,
+        "calls": calls_json(calls),
+        "cost": totals.cost_usd,
+        "unpriced": totals.unpriced_calls,
+        "reason": workflow_reason,
+    }
+    if calls:
+        cursor.execute(
+            f"WITH done AS (SELECT %(id)s::bigint AS id, %(job_id)s::bigint AS job_id, "
+            f"%(workflow_id)s::uuid AS workflow_id) {_INSERT_CALLS}",
+            params,
+        )
+    cursor.execute(
+        f"""
+        UPDATE baton_workflow w
+           SET {_ADD_WORKFLOW_COST},
+               reason = CASE WHEN w.reason = '' THEN %(reason)s ELSE w.reason END
+         WHERE w.id = %(workflow_id)s
+     RETURNING w.cost_usd, w.unpriced_calls
+        """,
+        params,
+    )
+    row = cursor.fetchone()
+    if row is None or not calls:
+        return {}
+    return {"workflow_cost_usd": row[0], "workflow_unpriced_calls": row[1]}
 
 
 def job_request(step: Step, at: datetime.datetime | None = None) -> JobRequest:
@@ -386,10 +510,17 @@ def job_request(step: Step, at: datetime.datetime | None = None) -> JobRequest:
 # sweep does, and no other statement here waits for it. The contended rows (a fan-in
 # step, the workflow) are held only for this one statement. Every CTE is keyed on
 # `done`: a superseded attempt (the fenced update matches nothing) changes nothing.
-_COMPLETE_SQL = f"""
+# An attempt that recorded model calls runs the variant with `usage`, which also writes
+# them to the ledger and adds them to the step's and the workflow's running totals; a
+# plain step's statement is left without those parts.
+def _complete_sql(with_calls: bool) -> str:
+    step_cost = f",\n           {_ADD_STEP_COST}" if with_calls else ""
+    usage = f"), usage AS ({_INSERT_CALLS}" if with_calls else ""
+    workflow_cost = f"{_ADD_WORKFLOW_COST}," if with_calls else ""
+    return f"""
 WITH done AS (
     UPDATE baton_step s
-       SET version = s.version + 1, state = 'completed', finished_at = now()
+       SET version = s.version + 1, state = 'completed', finished_at = now(){step_cost}
      WHERE s.id = %(id)s AND s.job_id = %(job_id)s AND s.attempt = %(attempt)s
        AND s.state = 'executing'
  RETURNING s.id, s.job_id, s.workflow_id, s.version, s.finished_at
@@ -408,7 +539,7 @@ WITH done AS (
 ), stored AS (
     INSERT INTO baton_stepresult (step_id, value, size_bytes, created_at)
     SELECT id, %(value)s::jsonb, %(size)s, now() FROM done WHERE %(has_value)s
-), locked AS (
+{usage}), locked AS (
     -- The waiting dependents, found from the step's edges and locked in id order. The
     -- fenced subqueries fix that plan: left to itself, with stale statistics (a large
     -- workflow inserted since the last ANALYZE) the planner reads every waiting step
@@ -439,7 +570,8 @@ WITH done AS (
       FROM released s WHERE s.state = 'available'
 ), wf AS (
     UPDATE baton_workflow w
-       SET unfinished_steps = w.unfinished_steps - 1,
+       SET {workflow_cost}
+           unfinished_steps = w.unfinished_steps - 1,
            state = CASE WHEN w.unfinished_steps = 1 AND w.state = 'executing'
                         THEN CASE WHEN jsonb_array_length(w.failed_steps) > 0
                                   THEN 'failed' ELSE 'completed' END
@@ -448,16 +580,23 @@ WITH done AS (
                               THEN now() ELSE w.finished_at END
      WHERE w.id = (SELECT workflow_id FROM done)
        AND (SELECT count(*) FROM released) >= 0
- RETURNING w.unfinished_steps, w.state
+ RETURNING w.unfinished_steps, w.state, w.cost_usd, w.unpriced_calls
 )
 -- One row per dependent made available (or one with NULLs there), each led by what the
 -- completion changed on the step (the rest of its row is the claimed one's).
 SELECT d.version, d.finished_at, wf.unfinished_steps, wf.state,
        EXISTS (SELECT FROM job_succeeded) OR EXISTS (SELECT FROM job_deleted),
+       wf.cost_usd, wf.unpriced_calls,
        {STEP_COLUMNS}
   FROM done d LEFT JOIN wf ON true
   LEFT JOIN released s ON s.state = 'available'
 """
+
+
+_COMPLETE_SQL = _complete_sql(with_calls=False)
+_COMPLETE_WITH_CALLS_SQL = _complete_sql(with_calls=True)
+# Columns before the released dependents' STEP_COLUMNS in a completion's rows.
+_COMPLETE_LEAD = 7
 
 
 def _execute_hot(alias: str, sql: str, params: dict[str, Any]) -> list[Any]:
@@ -503,28 +642,44 @@ def _complete(claimed: Claim, outcome: Completed, ann: Announcements) -> bool:
     # transaction (tests, in-process helpers) the job is left alone too.
     delete_job = local_worker.job_finishing()
     finish_job = delete_job is not None and not connections[ann.alias].in_atomic_block
+    params: dict[str, Any] = {
+        "id": claimed.step.id,
+        "job_id": claimed.job_id,
+        "attempt": claimed.attempt,
+        "value": outcome.value_json,
+        "has_value": outcome.value_json is not None,
+        "size": outcome.size_bytes,
+        "finish_job": finish_job,
+        "delete_job": bool(delete_job),
+    }
+    step = claimed.step
+    changes: dict[str, Any] = {}
+    if outcome.calls:
+        totals = Totals.of(outcome.calls)
+        params.update(
+            calls=calls_json(outcome.calls), cost=totals.cost_usd, unpriced=totals.unpriced_calls
+        )
+        changes["unpriced_calls"] = step.unpriced_calls + totals.unpriced_calls
+        if totals.cost_usd is not None:
+            changes["cost_usd"] = (step.cost_usd or Decimal(0)) + totals.cost_usd
     rows = _execute_hot(
-        ann.alias,
-        _COMPLETE_SQL,
-        {
-            "id": claimed.step.id,
-            "job_id": claimed.job_id,
-            "attempt": claimed.attempt,
-            "value": outcome.value_json,
-            "has_value": outcome.value_json is not None,
-            "size": outcome.size_bytes,
-            "finish_job": finish_job,
-            "delete_job": bool(delete_job),
-        },
+        ann.alias, _COMPLETE_WITH_CALLS_SQL if outcome.calls else _COMPLETE_SQL, params
     )
     if not rows:
         return False  # superseded
-    version, finished_at, unfinished, state, job_finished = rows[0][:5]
+    version, finished_at, unfinished, state, job_finished, wf_cost, wf_unpriced = rows[0][
+        :_COMPLETE_LEAD
+    ]
     # Nothing else on the step's row changes while it executes (the fence proves it was
     # still this attempt's): the claimed row plus the completion's changes.
-    done = _changed(claimed.step, state=S.COMPLETED.value, version=version, finished_at=finished_at)
-    ann.step(done, S.EXECUTING)
-    released = [row[5:] for row in rows if row[5] is not None]
+    done = _changed(
+        step, state=S.COMPLETED.value, version=version, finished_at=finished_at, **changes
+    )
+    extra = {}
+    if outcome.calls:
+        extra = {"workflow_cost_usd": wf_cost, "workflow_unpriced_calls": wf_unpriced}
+    ann.step(done, S.EXECUTING, **extra)
+    released = [row[_COMPLETE_LEAD:] for row in rows if row[_COMPLETE_LEAD] is not None]
     for step in steps_from_rows(released, ann.alias):  # their job INSERTs notify workers
         ann.step(step, S.WAITING)
     if job_finished:  # committed with the statement (autocommit)

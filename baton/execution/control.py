@@ -123,7 +123,7 @@ def retry_workflow(workflow: Workflow) -> int:
         cursor.execute(
             """
             UPDATE baton_workflow
-               SET state = %s, finished_at = NULL, failed_steps = '[]'::jsonb,
+               SET state = %s, finished_at = NULL, failed_steps = '[]'::jsonb, reason = '',
                    unfinished_steps = unfinished_steps + %s
              WHERE id = %s
             """,

@@ -39,8 +39,9 @@ _worker: _Worker | None = None
 # Kept apart from the attached worker, so that nothing is lost if the worker detaches
 # (or another attaches) between a fetch or completion and the step that follows it.
 _finished_jobs: set[int] = set()
-# job id -> (the claimed step's row values, its state before the claim)
-_claims: dict[int, tuple[list[Any], str]] = {}
+# job id -> (the claimed step's row values, its state before the claim, what the claim
+# read of its workflow)
+_claims: dict[int, tuple[list[Any], str, Any]] = {}
 
 # A scheduled job becomes fetchable when the database clock passes scheduled_at;
 # arrive a little late rather than early.
@@ -107,13 +108,13 @@ def take_finished(job_id: int) -> bool:
         return True
 
 
-def fetched_claim(job_id: int, claim: tuple[list[Any], str]) -> None:
+def fetched_claim(job_id: int, claim: tuple[list[Any], str, Any]) -> None:
     """The worker's fetch of this job also claimed its step (committed)."""
     with _lock:
         _claims[job_id] = claim
 
 
-def take_claim(job_id: int) -> tuple[list[Any], str] | None:
+def take_claim(job_id: int) -> tuple[list[Any], str, Any] | None:
     """The claim the worker's fetch made for this job, once; None if it made none."""
     with _lock:
         return _claims.pop(job_id, None)

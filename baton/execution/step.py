@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import inspect
 import json
 import logging
+import time
 import traceback as traceback_module
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -30,6 +32,8 @@ from baton.execution.deferrer import database_alias
 from baton.execution.outcomes import Discard, Error, Snooze
 from baton.graph.policy import backoff_seconds, should_retry
 from baton.graph.spec import StepSpec
+from baton.llm.ledger import Call, Ledger
+from baton.llm.usage import Usage
 
 logger = logging.getLogger("baton")
 
@@ -50,8 +54,62 @@ class Job:
         self.step_id: int = claimed.step.id
         self.workflow_id = claimed.step.workflow_id
         self.attempt: int = claimed.attempt
+        #: time.monotonic() by which this attempt must end (the step's `timeout`), or
+        #: None; pass time_left() on to an SDK's own timeout.
+        self.deadline: float | None = None
         self._workflow: Any = None
         self._dep_results: Any = _NOT_LOADED
+        self._ledger = Ledger()
+
+    def time_left(self) -> float | None:
+        """Seconds until the attempt's deadline (never negative), or None without one."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.monotonic())
+
+    @property
+    def debug(self) -> bool:
+        """Whether this step's workflow captures LLM debug data (baton.debug)."""
+        return bool(self._claim.workflow.debug or baton_settings.DEBUG)
+
+    # Model calls ----------------------------------------------------------------------
+    def record_usage(
+        self,
+        *,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        latency_ms: float | None = None,
+        call_key: str | None = None,
+        provider: str | None = None,
+    ) -> Call:
+        """Record one model call of this attempt in the ledger, priced by BATON["PRICING"].
+
+        Once per `call_key` and attempt: recording a key again keeps the first record.
+        Stored with the attempt's outcome, whatever it is (a failed attempt's calls were
+        paid for too). `input_tokens` counts every input token, cached ones included.
+        """
+        usage = Usage(
+            model=model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cache_read_tokens=cache_read_tokens,
+            cache_write_tokens=cache_write_tokens,
+            provider=provider,
+            latency_ms=None if latency_ms is None else round(latency_ms),
+        )
+        return self._ledger.record(usage, call_key)
+
+    def record(self, usage: Usage, call_key: str | None = None) -> Call:
+        """record_usage() for a ready Usage, such as baton.llm.usage_from(response)."""
+        return self._ledger.record(usage, call_key)
+
+    @property
+    def calls(self) -> tuple[Call, ...]:
+        """The model calls recorded in this attempt so far."""
+        return self._ledger.calls()
 
     @property
     def step(self) -> Any:
@@ -150,9 +208,19 @@ class Step:
             attempt, base=self.retry_backoff, cap=self.retry_backoff_max, jitter=self.retry_jitter
         )
 
+    def before_perform(self, job: Job) -> Discard | None:
+        """Hook after the claim, before perform(): a Discard skips perform() (LLMStep
+        uses it for the workflow's budget). Runs on the worker's thread, never the loop."""
+        return None
+
     def on_result(self, job: Job, value: Any) -> Any:
         """Hook between perform() and storing: the value to store (LLMStep strips usage)."""
         return value
+
+    def on_exception(self, job: Job, exc: Exception) -> Any:
+        """Hook for an exception perform() raised: what to treat it as (LLMStep turns a
+        rate limit's retry-after hint into a Snooze)."""
+        return exc
 
 
 # Procrastinate notifies on the channel "procrastinate_queue_v1#<queue>", and Postgres
@@ -236,39 +304,49 @@ def _run_step_sync(cls: type[Step], context: JobContext, step_id: int) -> None:
             return
         step = cls()
         job = Job(claimed, context)
-        try:
-            if cls.timeout:
-                value = _call_with_timeout(step.perform, job, cls.timeout)
-            else:
-                value = step.perform(job)
-            value = step.on_result(job, value)
-        except BaseException as exc:
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            value = exc
+        value: Any = step.before_perform(job)
+        if value is None:
+            try:
+                if cls.timeout:
+                    job.deadline = time.monotonic() + cls.timeout
+                    value = _call_with_timeout(step.perform, job, cls.timeout)
+                else:
+                    value = step.perform(job)
+                value = step.on_result(job, value)
+            except BaseException as exc:
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
+                value = step.on_exception(job, exc) if isinstance(exc, Exception) else exc
         _conclude(step, claimed, job, value)
     finally:
         close_old_connections()
 
 
 async def _run_step_async(cls: type[Step], context: JobContext, step_id: int) -> None:
-    def prepare() -> tuple[advance.Claim, Job] | None:
+    step = cls()
+
+    def prepare() -> tuple[advance.Claim, Job, Discard | None] | None:
         close_old_connections()
         claimed = _claim(step_id, _job_id(context))
         if claimed is None:
             return None
         job = Job(claimed, context)
-        job._load_dependencies()  # perform() runs on the event loop: no ORM there
-        return claimed, job
+        refusal = step.before_perform(job)
+        if refusal is None:
+            job._load_dependencies()  # perform() runs on the event loop: no ORM there
+        return claimed, job, refusal
 
     prepared = await sync_to_async(prepare, thread_sensitive=False)()
     if prepared is None:
         return
-    claimed, job = prepared
-    step = cls()
+    claimed, job, refusal = prepared
+    if refusal is not None:
+        await sync_to_async(_conclude, thread_sensitive=False)(step, claimed, job, refusal)
+        return
     try:
         coro = step.perform(job)
         if cls.timeout:
+            job.deadline = time.monotonic() + cls.timeout
             value = await asyncio.wait_for(coro, timeout=cls.timeout)
         else:
             value = await coro
@@ -282,7 +360,7 @@ async def _run_step_async(cls: type[Step], context: JobContext, step_id: int) ->
         )
         raise exc
     except Exception as exc:
-        value = exc
+        value = step.on_exception(job, exc)
     await sync_to_async(_conclude, thread_sensitive=False)(step, claimed, job, value)
 
 
@@ -336,6 +414,9 @@ def _conclude(step: Step, claimed: advance.Claim, job: Job, value: Any) -> None:
         outcome = to_outcome(step, claimed, value)
     finally:
         close_old_connections()
+    calls = job.calls
+    if calls:
+        outcome = dataclasses.replace(outcome, calls=calls)
     advance.finish(claimed, outcome)
     if isinstance(value, BaseException) and not isinstance(value, (Snooze, Discard)):
         raise AttemptFailed(f"{claimed.step.name}: {value!r}") from value
@@ -346,7 +427,9 @@ def to_outcome(step: Step, claimed: advance.Claim, value: Any) -> advance.Outcom
     if isinstance(value, Snooze):
         return advance.Rescheduled(delay_seconds=value.seconds, snooze=True)
     if isinstance(value, Discard):
-        return advance.Discarded(reason=value.reason)
+        return advance.Discarded(
+            reason=value.reason, workflow_reason=getattr(value, "workflow_reason", "")
+        )
     if not isinstance(value, BaseException) and not isinstance(value, Error):
         try:
             return _completed(name, value)

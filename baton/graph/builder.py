@@ -125,8 +125,21 @@ class WorkflowGraph:
         synthesize_model: str | None = None,
     ) -> Self:
         """One step per model as the group `base`, and optionally a synthesis step."""
-        if not models:
-            self._problems.append(f"fan_out {base!r} needs at least one model")
+        if isinstance(models, str) or not models:
+            self._problems.append(f"fan_out {base!r} needs a list of at least one model")
+            return self
+        bad = [m for m in models if not isinstance(m, str) or not m.strip()]
+        if bad:
+            self._problems.append(
+                f"fan_out {base!r}: models must be non-empty strings, got {bad[0]!r}"
+            )
+            return self
+        repeated = sorted({m for m in models if list(models).count(m) > 1})
+        if repeated:
+            # Members are keyed by model: a model listed twice would silently run once.
+            self._problems.append(
+                f"fan_out {base!r} lists model(s) {', '.join(map(repr, repeated))} more than once"
+            )
             return self
         specs = {model: step.new(**{**(args or {}), MODEL_ARG: model}) for model in models}
         self.add_many(base, specs, deps=deps)

@@ -33,3 +33,21 @@ def backoff_seconds(
 def should_retry(attempt: int, max_attempts: int) -> bool:
     """Whether a failed `attempt` (1-based) leaves attempts to spend."""
     return attempt < max_attempts
+
+
+def full_jitter_backoff(
+    attempt: int,
+    *,
+    base: float = 1.0,
+    factor: float = 2.0,
+    cap: float = 60.0,
+    rng: random.Random | None = None,
+) -> float:
+    """ "Full jitter" (AWS Architecture Blog, "Exponential Backoff And Jitter"): a delay
+    drawn uniformly from [0, min(cap, base * factor**(attempt-1))].
+
+    Many clients hitting the same rate limit at once spread their retries over the whole
+    window instead of returning together.
+    """
+    ceiling = backoff_seconds(attempt, base=base, factor=factor, cap=cap)
+    return float((rng or random).uniform(0.0, ceiling))

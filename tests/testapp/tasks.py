@@ -11,6 +11,7 @@ from asgiref.sync import sync_to_async
 from procrastinate.contrib.django import app
 
 import baton
+import baton.llm
 from tests.testapp import failpoints
 from tests.testapp.models import PerformRun
 
@@ -193,3 +194,54 @@ class CrashAt(baton.Step):
 @app.task(name="tests.plain_procrastinate_task")
 def plain_procrastinate_task() -> None:
     """Not a step: a plain Procrastinate task, finished by Procrastinate's own path."""
+
+
+# --- LLM steps ------------------------------------------------------------------------
+class FakeModelCall(baton.LLMStep):
+    """Pretends to call args["model"] (default "gpt-4o-mini"): records args["calls"]
+    calls by hand (keys from args["keys"], repeated keys included), fails until attempt
+    args["succeed_on"], and returns {"text": ..., "llm_usage": ...} (unless
+    args["no_result_usage"])."""
+
+    queue = "llm"
+    retry_backoff = 0.05
+    retry_backoff_max = 0.1
+
+    def perform(self, job: baton.Job) -> Any:
+        run = _record_start(job)
+        model = baton.model_for(job, job.args.get("model", "gpt-4o-mini"))
+        for key in job.args.get("keys", []):
+            job.record_usage(
+                model=model, input_tokens=100, output_tokens=10, call_key=key, latency_ms=5
+            )
+        _record_finish(run)
+        if job.attempt < job.args.get("succeed_on", 1):
+            raise RuntimeError(f"model flaked on attempt {job.attempt}")
+        if job.args.get("rate_limited_until", 0) >= job.step.snoozes + 1:
+            raise baton.RateLimited(retry_after=0.05)
+        result: dict[str, Any] = {"text": f"{job.step_name} by {model}"}
+        if not job.args.get("no_result_usage"):
+            result["llm_usage"] = {
+                "model": model,
+                "input_tokens": job.args.get("input_tokens", 1000),
+                "output_tokens": job.args.get("output_tokens", 200),
+                "cache_read_tokens": job.args.get("cache_read_tokens", 0),
+            }
+        return result
+
+
+class SlowModelCall(baton.LLMStep):
+    """An async model call that takes args["sleep"] seconds and records its usage."""
+
+    queue = "llm"
+
+    async def perform(self, job: baton.Job) -> Any:
+        await asyncio.sleep(job.args.get("sleep", 0))
+        return {
+            "text": "slow",
+            "llm_usage": baton.llm.Usage(
+                model=job.args.get("model", "gpt-4o"),
+                input_tokens=job.args.get("input_tokens", 1000),
+                output_tokens=10,
+            ),
+        }
