@@ -125,8 +125,11 @@ class WorkflowGraph:
         synthesize_model: str | None = None,
     ) -> Self:
         """One step per model as the group `base`, and optionally a synthesis step."""
-        if isinstance(models, str) or not models:
-            self._problems.append(f"fan_out {base!r} needs a list of at least one model")
+        if isinstance(models, str):
+            self._problems.append(f"fan_out {base!r}: models must be a list, got {models!r}")
+            return self
+        if not models:
+            self._problems.append(f"fan_out {base!r} needs at least one model")
             return self
         bad = [m for m in models if not isinstance(m, str) or not m.strip()]
         if bad:

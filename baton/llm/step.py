@@ -25,9 +25,16 @@ class BudgetExceeded(Discard):
 
     def __init__(self, cost_usd: Decimal | None, budget_usd: Decimal) -> None:
         super().__init__(BUDGET_EXCEEDED)
-        spent = cost_usd or Decimal(0)
+        spent = _plain(cost_usd or Decimal(0))
         #: Set on the workflow (Workflow.reason), once: why it ends failed.
-        self.workflow_reason = f"{BUDGET_EXCEEDED}: spent ${spent:f} of a ${budget_usd:f} budget"
+        self.workflow_reason = (
+            f"{BUDGET_EXCEEDED}: spent ${spent} of a ${_plain(budget_usd)} budget"
+        )
+
+
+def _plain(amount: Decimal) -> str:
+    """0.252000000000000 -> '0.252' (the database pads to its scale), never '2.52E-1'."""
+    return f"{amount.normalize():f}"
 
 
 class LLMStep(Step):
