@@ -3,11 +3,15 @@
 With BATON["CHANNEL_LAYER"] set, every step transition and workflow finish is sent, after
 commit, to the group of its workflow and to the group of the workflow list. A broadcast
 failure is logged and never fails the step.
+
+Money is sent as the Decimal's exact digits in a string ("0.000354"), or null for
+unknown: never a float, so nothing is rounded on the way to the page.
 """
 
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -30,6 +34,16 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def decimal_text(value: Decimal | None) -> str | None:
+    """A Decimal's exact value as plain digits ("0.000354", "2"), or None.
+
+    Trailing zeros of the column's scale go ("0.000354000000000" -> "0.000354"); never an
+    exponent (a JSON reader need not know that "3.54E-4" is a number)."""
+    if value is None:
+        return None
+    return format(Decimal(value).normalize(), "f")
+
+
 def step_payload(step: Any, old_state: str | None = None) -> dict[str, Any]:
     return {
         "id": step.id,
@@ -42,6 +56,8 @@ def step_payload(step: Any, old_state: str | None = None) -> dict[str, Any]:
         "started_at": _iso(step.started_at),
         "finished_at": _iso(step.finished_at),
         "reason": step.reason,
+        "cost_usd": decimal_text(step.cost_usd),
+        "unpriced_calls": step.unpriced_calls,
     }
 
 
@@ -54,6 +70,10 @@ def workflow_payload(workflow: Any) -> dict[str, Any]:
         "unfinished_steps": workflow.unfinished_steps,
         "created_at": _iso(workflow.created_at),
         "finished_at": _iso(workflow.finished_at),
+        "cost_usd": decimal_text(workflow.cost_usd),
+        "unpriced_calls": workflow.unpriced_calls,
+        "budget_usd": decimal_text(workflow.budget_usd),
+        "reason": workflow.reason,
     }
 
 
@@ -80,10 +100,17 @@ def on_step_transitioned(
     if not settings.CHANNEL_LAYER:  # every step sends two: build no payload for nobody
         return
     workflow_id = str(step.workflow_id)
-    send(
-        [workflow_group(workflow_id), WORKFLOW_LIST_GROUP],
-        {"event": "step", "workflow_id": workflow_id, "step": step_payload(step, old_state)},
-    )
+    event: dict[str, Any] = {
+        "event": "step",
+        "workflow_id": workflow_id,
+        "step": step_payload(step, old_state),
+    }
+    # A transition that recorded model calls comes with the workflow's running totals
+    # after it: pages update their totals from the event, without a query.
+    if "workflow_cost_usd" in kwargs or "workflow_unpriced_calls" in kwargs:
+        event["workflow_cost_usd"] = decimal_text(kwargs.get("workflow_cost_usd"))
+        event["workflow_unpriced_calls"] = int(kwargs.get("workflow_unpriced_calls") or 0)
+    send([workflow_group(workflow_id), WORKFLOW_LIST_GROUP], event)
 
 
 def on_workflow_finished(sender: Any, workflow: Any, state: str, **kwargs: Any) -> None:

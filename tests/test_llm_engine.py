@@ -343,3 +343,24 @@ def test_fan_out_collisions_are_invalid_and_insert_nothing() -> None:
     assert "'ask'" in messages[1] and "group" in messages[1]
     assert "duplicate step name 'ask_synthesis'" in messages[2]
     assert not Workflow.objects.exists() and not Step.objects.exists()
+
+
+@pytest.mark.worker
+def test_timeouts_cancel_async_calls_and_give_sync_calls_a_deadline(start_worker: Any) -> None:
+    from tests.testapp.tasks import DeadlineReport, HangingModelCall
+
+    start_worker(concurrency=2, queues=LLM_QUEUES)
+    workflow = (
+        baton.new("timeouts")
+        .add("hangs", HangingModelCall.new(sleep=30))
+        .add("sync", DeadlineReport.new())
+        .insert()
+    )
+    workflow = wait_for_workflow(workflow, timeout=60)
+    hangs = step(workflow, "hangs")
+    assert (hangs.state, hangs.attempt) == ("discarded", 2)
+    assert "TimeoutError" in hangs.last_error
+    assert not LLMUsage.objects.filter(step=hangs).exists()  # it never returned usage
+    report = step(workflow, "sync").result_value()
+    assert report["has_deadline"] is True
+    assert 0 < report["time_left"] <= 30.0

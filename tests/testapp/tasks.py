@@ -245,3 +245,20 @@ class SlowModelCall(baton.LLMStep):
                 output_tokens=10,
             ),
         }
+
+
+class HangingModelCall(SlowModelCall):
+    """An async model call that outlives its timeout: cancelled at it, every attempt."""
+
+    timeout = 0.3
+    max_attempts = 2
+    retry_backoff = 0.01
+
+
+class DeadlineReport(baton.LLMStep):
+    """A sync model call that reports the deadline it was given (its SDK's timeout)."""
+
+    timeout = 30.0
+
+    def perform(self, job: baton.Job) -> Any:
+        return {"time_left": job.time_left(), "has_deadline": job.deadline is not None}
