@@ -82,17 +82,18 @@ def test_cancel_running_workflow(
     start_worker(concurrency=2, queues=["default"])
     wait_until(lambda: step(workflow, "slow").state == "executing", "slow to start")
 
-    assert workflow.cancel() == 4
+    assert workflow.cancel() == 5
     assert workflow.state == "cancelled"
-    for name in ("b", "c", "d", "parked"):
+    # Nothing is left running in the finished workflow, the executing step included.
+    for name in ("slow", "b", "c", "d", "parked"):
         cancelled = step(workflow, name)
         assert cancelled.state == "cancelled" and cancelled.reason == "workflow cancelled"
     assert finished_signals == [(workflow.pk, "cancelled")]
     # The parked step's queued job is cancelled in Procrastinate too.
     assert job_statuses(workflow)["parked"] == ["cancelled"]
 
-    # The running step ends (a sync step finishes its perform) and releases nothing.
-    wait_until(lambda: step(workflow, "slow").is_terminal, "slow to end")
+    # The running step's perform() ends (a sync step is not interrupted) and its return
+    # changes nothing: fenced by the cancellation.
     wait_until(
         lambda: all(
             status not in ("todo", "doing")
@@ -103,6 +104,8 @@ def test_cancel_running_workflow(
     )
     assert runs_per_step(workflow) == Counter({"slow": 1})
     assert set(job_statuses(workflow)) == {"slow", "parked"}  # no job for b, c or d
+    slow = step(workflow, "slow")
+    assert slow.state == "cancelled" and not StepResult.objects.filter(step=slow).exists()
     workflow.refresh_from_db()
     assert workflow.state == "cancelled" and workflow.unfinished_steps == 0
     assert finished_signals == [(workflow.pk, "cancelled")]
@@ -170,21 +173,40 @@ def test_retry_of_a_step_that_failed_its_only_attempt(start_worker: StartWorker)
     assert workflow.retry() == 0  # nothing left to retry
 
 
-def test_retry_resumes_a_cancelled_workflow(start_worker: StartWorker) -> None:
+def test_cancel_fences_a_sync_straggler_and_retry_reruns_it(start_worker: StartWorker) -> None:
+    """Cancel during a long sync step that ignores should_abort(): everything is terminal
+    when cancel() returns; the straggler's return writes nothing; retry() re-runs it."""
     workflow = (
-        baton.new("cancel-then-retry")
-        .add("first", Echo.new(sleep=1.0, value="first"))
-        .add("second", Collect.new(), deps=["first"])
+        baton.new("straggler")
+        .add("long", Echo.new(sleep=4, value="late"))
+        .add("after", Collect.new(), deps=["long"])
         .insert()
     )
-    start_worker(concurrency=2)
-    wait_until(lambda: step(workflow, "first").state == "executing", "first to start")
-    assert workflow.cancel() == 1
-    wait_until(lambda: step(workflow, "first").is_terminal, "first to end")
-    assert step(workflow, "first").state == "completed"
+    start_worker(concurrency=2, queues=["default"])
+    wait_until(lambda: step(workflow, "long").state == "executing", "long to start")
+    assert workflow.cancel() == 2
+    states = dict(Step.objects.filter(workflow=workflow).values_list("name", "state"))
+    assert states == {"long": "cancelled", "after": "cancelled"}
+    workflow.refresh_from_db()
+    assert (workflow.state, workflow.unfinished_steps) == ("cancelled", 0)
+    version = step(workflow, "long").version
 
-    assert workflow.retry() == 1
-    workflow = wait_for_workflow(workflow, timeout=30)
+    # The straggler returns: its completion fails the fence.
+    wait_until(
+        lambda: PerformRun.objects.filter(
+            workflow_id=workflow.pk, step="long", finished__isnull=False
+        ).exists(),
+        "the straggler's perform to return",
+        timeout=30,
+    )
+    wait_until(lambda: "doing" not in job_statuses(workflow).get("long", []), "its job to end")
+    long = step(workflow, "long")
+    assert (long.state, long.version) == ("cancelled", version)
+    assert not StepResult.objects.filter(step__workflow=workflow).exists()
+    assert step(workflow, "after").state == "cancelled"
+
+    assert workflow.retry() == 2
+    workflow = wait_for_workflow(workflow, timeout=60)
     assert_completed(workflow)
-    assert runs_per_step(workflow) == Counter({"first": 1, "second": 1})
-    assert step(workflow, "second").result_value() == {"seen": {"first": "first"}}
+    assert step(workflow, "after").result_value() == {"seen": {"long": "late"}}
+    assert runs_per_step(workflow) == Counter({"long": 2, "after": 1})

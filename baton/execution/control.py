@@ -13,13 +13,24 @@ from baton.models import Workflow
 
 logger = logging.getLogger("baton")
 S = StepState
-_PENDING = [S.WAITING.value, S.AVAILABLE.value, S.SCHEDULED.value, S.RETRYABLE.value]
+# Every state that is not terminal: a finished workflow holds none of them.
+_UNFINISHED = [
+    S.WAITING.value,
+    S.AVAILABLE.value,
+    S.SCHEDULED.value,
+    S.RETRYABLE.value,
+    S.EXECUTING.value,
+]
 
 
 def cancel_workflow(workflow: Workflow, reason: str = "workflow cancelled") -> int:
-    """Cancel pending steps, ask executing ones to abort, mark the workflow cancelled.
+    """Cancel every unfinished step, executing ones included, ask running jobs to abort,
+    and mark the workflow cancelled, in one transaction.
 
-    Returns the number of steps cancelled; 0 when the workflow had already finished.
+    An executing step's attempt is fenced by the cancellation: whatever its perform()
+    returns later fails the fence (the step is no longer executing), so it stores,
+    records and releases nothing. Returns the number of steps cancelled; 0 when the
+    workflow had already finished.
     """
     alias = database_alias()
     ann = Announcements(alias)
@@ -34,7 +45,8 @@ def cancel_workflow(workflow: Workflow, reason: str = "workflow cancelled") -> i
                                     state = %(cancelled)s, reason = %(reason)s,
                    finished_at = now()
               FROM (SELECT id, state AS old_state FROM baton_step
-                     WHERE workflow_id = %(wf)s AND state = ANY(%(pending)s) FOR UPDATE) old
+                     WHERE workflow_id = %(wf)s AND state = ANY(%(unfinished)s)
+                       FOR UPDATE) old
              WHERE s.id = old.id
          RETURNING {STEP_COLUMNS}, old.old_state
             """,
@@ -42,7 +54,7 @@ def cancel_workflow(workflow: Workflow, reason: str = "workflow cancelled") -> i
                 "cancelled": S.CANCELLED.value,
                 "reason": reason,
                 "wf": workflow.pk,
-                "pending": _PENDING,
+                "unfinished": _UNFINISHED,
             },
         )
         rows = cursor.fetchall()
@@ -50,14 +62,14 @@ def cancel_workflow(workflow: Workflow, reason: str = "workflow cancelled") -> i
         for step, row in zip(cancelled, rows, strict=True):
             ann.step(step, row[-1])
         # Queued jobs are cancelled; running ones are asked to abort (async steps are
-        # interrupted, sync steps see job.should_abort()). The gate stops any stragglers.
+        # interrupted, sync steps see job.should_abort()). The fence stops stragglers.
         cursor.execute(
             """
-            SELECT procrastinate_cancel_job_v1(j.id, s.state = %(executing)s, false)
+            SELECT procrastinate_cancel_job_v1(j.id, j.status = 'doing', false)
               FROM baton_step s JOIN procrastinate_jobs j ON j.id = s.job_id
              WHERE s.workflow_id = %(wf)s AND j.status IN ('todo', 'doing')
             """,
-            {"wf": workflow.pk, "executing": S.EXECUTING.value},
+            {"wf": workflow.pk},
         )
         cursor.execute(
             """
