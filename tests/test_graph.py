@@ -648,3 +648,24 @@ def test_with_options_overrides_class_options_for_one_step() -> None:
     assert dict(tuned.options) == {"queue": "slow", "max_attempts": 5}
     assert tuned.args == {"x": 1} and tuned.task_name == "tests.echo"
     assert dict(spec.options) == {}
+
+
+@pytest.mark.parametrize(
+    ("budget", "message"),
+    [
+        ("abc", "budget_usd must be a Decimal"),
+        (float("nan"), "budget_usd must be a Decimal"),
+        (Decimal("Infinity"), "budget_usd must be a Decimal"),
+        ([1], "budget_usd must be a Decimal"),
+        (True, "budget_usd must be a Decimal"),
+        (Decimal("1e8"), "must be less than 100,000,000"),
+        ("0.0000004", "more than 6 decimal places"),
+    ],
+)
+def test_bad_budgets_are_named(budget: Any, message: str) -> None:
+    errors = errors_of(WorkflowGraph("w", budget_usd=budget).add("a", spec()))
+    assert len(errors) == 1 and message in errors[0], errors
+
+
+def test_budget_from_float_is_taken_as_written() -> None:
+    assert WorkflowGraph("w", budget_usd=0.1).budget_usd == Decimal("0.1")

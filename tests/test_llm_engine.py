@@ -364,3 +364,30 @@ def test_timeouts_cancel_async_calls_and_give_sync_calls_a_deadline(start_worker
     report = step(workflow, "sync").result_value()
     assert report["has_deadline"] is True
     assert 0 < report["time_left"] <= 30.0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_budget_stop_fails_the_workflow_even_when_dependents_ignore_it() -> None:
+    workflow = (
+        baton.new("absorbed")
+        .add("ask", FakeModelCall.new())
+        .add("report", Echo.new(value="partial"), deps=["ask"], ignore_discarded=True)
+        .insert()
+    )
+    reason = "budget exceeded: spent $3 of a $2 budget"
+    stopped = advance.Discarded(reason="budget exceeded", workflow_reason=reason)
+    assert advance.finish(claim(workflow, "ask"), stopped)
+    assert advance.finish(claim(workflow, "report"), completed("partial"))
+    workflow.refresh_from_db()
+    assert (workflow.state, workflow.reason, workflow.failed_steps) == ("failed", reason, ["ask"])
+
+
+@pytest.mark.worker
+def test_a_returned_rate_limit_snoozes_too(start_worker: Any) -> None:
+    from tests.testapp.tasks import ReturnsRateLimit
+
+    start_worker(concurrency=2, queues=LLM_QUEUES)
+    workflow = baton.new("returned").add("ask", ReturnsRateLimit.new()).insert()
+    workflow = wait_for_workflow(workflow, timeout=60)
+    ask = step(workflow, "ask")
+    assert (workflow.state, ask.attempt, ask.snoozes) == ("completed", 1, 1)

@@ -379,3 +379,18 @@ def test_bad_nested_count_names_its_path() -> None:
 def test_bad_fields_dict_values_are_value_errors() -> None:
     with pytest.raises(ValueError, match="input_tokens must be an int >= 0"):
         usage_from({"model": "m", "input_tokens": -1})
+
+
+def test_provider_overrides_the_shape_s_provider() -> None:
+    chat = {
+        "object": "chat.completion",
+        "model": "gemini-1.5-flash",
+        "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12},
+    }
+    assert usage_from(chat).provider == "openai"
+    served = usage_from(chat, provider="google")
+    assert (served.provider, served.model, served.input_tokens) == (
+        "google",
+        "gemini-1.5-flash",
+        10,
+    )

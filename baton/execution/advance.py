@@ -21,7 +21,7 @@ import datetime
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -406,7 +406,9 @@ def _apply(
         return False
     failed = steps_from_rows(rows, ann.alias)[0]
     extra = ann.step(failed, S.EXECUTING)
-    fail_steps(cursor, [failed], ann)
+    # A failure with a workflow reason (the budget) fails the workflow even when every
+    # dependent ignores it: the work it stood for was not done.
+    fail_steps(cursor, [failed], ann, unabsorbed={failed.id} if outcome.workflow_reason else ())
     # After the cascade, which locked the workflow row last (the one lock order).
     extra.update(_store_calls(cursor, claimed, outcome.calls, totals, outcome.workflow_reason))
     return True
@@ -727,10 +729,16 @@ def _ignores(step_row: dict[str, Any], kind: str) -> bool:
     return bool(step_row["ignore_cancelled"])
 
 
-def fail_steps(cursor: Any, failed: Sequence[Step], ann: Announcements) -> None:
+def fail_steps(
+    cursor: Any,
+    failed: Sequence[Step],
+    ann: Announcements,
+    unabsorbed: Collection[int] = (),
+) -> None:
     """Steps just became discarded or cancelled: cascade to their dependents, then count
     the workflow down. A dependent that ignores the failure's kind counts it as done;
-    any other waiting dependent is cancelled with the reason, transitively."""
+    any other waiting dependent is cancelled with the reason, transitively. The steps
+    named by `unabsorbed` fail the workflow even if every dependent ignores them."""
     if not failed:
         return
     by_workflow: dict[Any, tuple[int, list[str]]] = defaultdict(lambda: (0, []))
@@ -771,7 +779,8 @@ def fail_steps(cursor: Any, failed: Sequence[Step], ann: Announcements) -> None:
         # the failures that make the workflow `failed`.
         for step_id, (name, kind, workflow_id) in failed_by_id.items():
             dependents = dependents_of.get(step_id, [])
-            if not dependents or not all(_ignores(row, kind) for row in dependents):
+            absorbed = bool(dependents) and all(_ignores(row, kind) for row in dependents)
+            if step_id in unabsorbed or not absorbed:
                 count, names = by_workflow[workflow_id]
                 names.append(name)
                 by_workflow[workflow_id] = (count, names)

@@ -25,6 +25,42 @@ class StepClass(Protocol):
     def new(self, **args: Any) -> StepSpec: ...
 
 
+# As stored (Workflow.budget_usd): 14 digits, 6 of them after the point.
+BUDGET_PLACES = 6
+BUDGET_LIMIT = Decimal(10) ** (14 - BUDGET_PLACES)
+
+
+def _as_decimal(value: Any) -> Any:
+    """A budget as a Decimal, or the value itself when it is not one (reported by
+    problems(), not raised here)."""
+    if value is None or isinstance(value, Decimal):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | str | float):
+        return value
+    try:
+        # Through str: Decimal(0.1) would carry the float's binary error.
+        return Decimal(str(value))
+    except ArithmeticError:
+        return value
+
+
+def _budget_problems(budget: Any) -> list[str]:
+    if budget is None:
+        return []
+    if not isinstance(budget, Decimal) or not budget.is_finite():
+        return [f"budget_usd must be a Decimal, an int or a numeric string, got {budget!r}"]
+    if budget < 0:
+        return [f"budget_usd must not be negative, got {budget}"]
+    if budget >= BUDGET_LIMIT:
+        return [f"budget_usd must be less than {BUDGET_LIMIT:,}, got {budget}"]
+    if budget != budget.quantize(Decimal(1).scaleb(-BUDGET_PLACES)):
+        return [
+            f"budget_usd has more than {BUDGET_PLACES} decimal places ({budget}); "
+            "it would be rounded when stored"
+        ]
+    return []
+
+
 def _as_names(deps: str | Iterable[str]) -> tuple[str, ...]:
     # A lone string is one name, not a sequence of one-letter names.
     return (deps,) if isinstance(deps, str) else tuple(deps)
@@ -48,7 +84,7 @@ class WorkflowGraph:
         self.ignore_cancelled = ignore_cancelled
         self.ignore_discarded = ignore_discarded
         self.debug = debug
-        self.budget_usd = None if budget_usd is None else Decimal(str(budget_usd))
+        self.budget_usd = _as_decimal(budget_usd)
         self.nodes: list[NodeSpec] = []
         self._problems: list[str] = []
 
@@ -164,8 +200,7 @@ class WorkflowGraph:
             )
         if not self.nodes:
             problems.append("a workflow needs at least one step")
-        if self.budget_usd is not None and self.budget_usd < 0:
-            problems.append(f"budget_usd must not be negative, got {self.budget_usd}")
+        problems.extend(_budget_problems(self.budget_usd))
         return problems + find_problems(self.nodes, is_registered)
 
     def validate(self, is_registered: Callable[[str], bool] | None = None) -> None:

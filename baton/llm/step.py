@@ -65,6 +65,9 @@ class LLMStep(Step):
         return None
 
     def on_result(self, job: Job, value: Any) -> Any:
+        if isinstance(value, Exception) and not isinstance(value, Outcome):
+            # A returned RateLimited (or SDK error) is treated as if raised.
+            return self.on_exception(job, value)
         if isinstance(value, dict) and USAGE_KEY in value:
             value = dict(value)
             usages = usages_in(value.pop(USAGE_KEY))

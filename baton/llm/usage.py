@@ -59,9 +59,14 @@ def usage_problems(usage: Usage) -> list[str]:
     return problems
 
 
-def usage_from(response: Any, model: str | None = None) -> Usage:
+def usage_from(response: Any, model: str | None = None, *, provider: str | None = None) -> Usage:
     """The usage of an OpenAI (chat completions or responses) object, an Anthropic
     message, or a plain dict; ``model`` overrides the model the response names.
+
+    The provider is the one whose API the response's shape is (``"openai"``,
+    ``"anthropic"``); ``provider`` overrides it, for a model served through another
+    provider's compatible API (Gemini or a local model behind an OpenAI-style endpoint):
+    pricing looks the model up in that provider's table.
 
     Accepted: an OpenAI ``ChatCompletion`` (or the final ``ChatCompletionChunk`` of a stream
     with usage), an OpenAI Responses ``Response``, an Anthropic ``Message``, a ``Usage``, a
@@ -69,6 +74,13 @@ def usage_from(response: Any, model: str | None = None) -> Usage:
     or the HTTP body). Raises TypeError for anything else, ValueError when the response
     has no usage or no model (and ``model`` is not given) or a count is not an int >= 0.
     """
+    usage = _usage_from(response, model)
+    if provider is not None and provider != usage.provider:
+        return dataclasses.replace(usage, provider=provider)
+    return usage
+
+
+def _usage_from(response: Any, model: str | None) -> Usage:
     if isinstance(response, Usage):
         return response if model is None else dataclasses.replace(response, model=model)
     if isinstance(response, Mapping) and "usage" not in response:
