@@ -262,3 +262,88 @@ class DeadlineReport(baton.LLMStep):
 
     def perform(self, job: baton.Job) -> Any:
         return {"time_left": job.time_left(), "has_deadline": job.deadline is not None}
+
+
+# --- debug capture steps ----------------------------------------------------------------
+import dataclasses  # noqa: E402  (kept in this block: the file is appended to)
+
+
+@dataclasses.dataclass
+class FakeCompletion:
+    """A stand-in for an SDK response object: a dataclass, converted field by field."""
+
+    text: str
+    model: str
+    tokens: tuple[int, int]
+
+
+def _debug_request(job: baton.Job) -> dict[str, Any]:
+    return {
+        "model": job.args.get("model", "gpt-4o-mini"),
+        "messages": [{"role": "user", "content": job.args.get("prompt", "hello")}],
+        "attempt": job.attempt,
+    }
+
+
+def _debug_result(job: baton.Job, text: str) -> dict[str, Any]:
+    if job.attempt < job.args.get("succeed_on", 1):
+        raise RuntimeError(f"model flaked on attempt {job.attempt}")
+    return {
+        "text": text,
+        "llm_usage": {"model": job.args.get("model", "gpt-4o-mini"), "input_tokens": 10},
+    }
+
+
+class DebugModelCall(baton.LLMStep):
+    """A sync model call that captures its upstream context, request and response with
+    baton.debug; fails until attempt args["succeed_on"]."""
+
+    queue = "llm"
+    retry_backoff = 0.05
+    retry_backoff_max = 0.1
+
+    def perform(self, job: baton.Job) -> Any:
+        from baton import debug
+
+        debug.log_upstream_context(job, job.results())
+        handle = debug.log_request(job, _debug_request(job))
+        text = f"{job.step_name} answered on attempt {job.attempt}"
+        debug.log_response(handle, FakeCompletion(text=text, model="gpt-4o-mini", tokens=(10, 2)))
+        return _debug_result(job, text)
+
+
+class AsyncDebugModelCall(baton.LLMStep):
+    """DebugModelCall as an async perform(): awaits the alog_ forms, or (args["sync"])
+    calls the sync forms on the event loop."""
+
+    queue = "llm"
+    retry_backoff = 0.05
+    retry_backoff_max = 0.1
+
+    async def perform(self, job: baton.Job) -> Any:
+        from baton import debug
+
+        text = f"{job.step_name} answered on attempt {job.attempt}"
+        response = FakeCompletion(text=text, model="gpt-4o-mini", tokens=(10, 2))
+        if job.args.get("sync"):
+            debug.log_upstream_context(job, job.results())
+            handle = debug.log_request(job, _debug_request(job))
+            await asyncio.sleep(0)
+            debug.log_response(handle, response)
+        else:
+            await debug.alog_upstream_context(job, job.results())
+            handle = await debug.alog_request(job, _debug_request(job))
+            await asyncio.sleep(0)
+            await debug.alog_response(handle, response)
+        return _debug_result(job, text)
+
+
+class ReturnsRateLimit(baton.LLMStep):
+    """Returns (not raises) a RateLimited on its first run, then succeeds."""
+
+    max_attempts = 1
+
+    def perform(self, job: baton.Job) -> Any:
+        if job.step.snoozes == 0:
+            return baton.RateLimited(retry_after=0.05)
+        return "ok"
