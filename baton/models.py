@@ -7,6 +7,7 @@ so that every transition is locked, counted and announced.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import models
@@ -100,21 +101,22 @@ class Workflow(models.Model):
 
         return cancel_workflow(self)
 
-    def retry(self) -> int:
-        """Re-run discarded and cancelled steps, keeping completed results."""
+    def retry(self, steps: Sequence[str] | None = None) -> int:
+        """Re-run discarded and cancelled steps (and what they cancelled), keeping
+        completed results; with `steps`, only those steps and what they cancelled."""
         from baton.execution.control import retry_workflow
 
-        return retry_workflow(self)
+        return retry_workflow(self, steps)
 
     async def acancel(self) -> int:
         from asgiref.sync import sync_to_async
 
         return await sync_to_async(self.cancel)()
 
-    async def aretry(self) -> int:
+    async def aretry(self, steps: Sequence[str] | None = None) -> int:
         from asgiref.sync import sync_to_async
 
-        return await sync_to_async(self.retry)()
+        return await sync_to_async(self.retry)(steps)
 
 
 class StepQuerySet(models.QuerySet["Step"]):

@@ -210,3 +210,40 @@ def test_cancel_fences_a_sync_straggler_and_retry_reruns_it(start_worker: StartW
     assert_completed(workflow)
     assert step(workflow, "after").result_value() == {"seen": {"long": "late"}}
     assert runs_per_step(workflow) == Counter({"long": 2, "after": 1})
+
+
+def test_retry_named_steps_reruns_only_them_and_what_they_cancelled(
+    start_worker: StartWorker,
+) -> None:
+    workflow = (
+        baton.new("partial-retry")
+        .add("bad", DiscardsFirstRuns.new(discards=1, value="bad fixed"))
+        .add("bad_child", Collect.new(), deps=["bad"])
+        .add("other", DiscardsFirstRuns.new(discards=1, value="other fixed"))
+        .add("other_child", Collect.new(), deps=["other"])
+        .insert()
+    )
+    start_worker(concurrency=2, queues=["default"])
+    workflow = wait_for_workflow(workflow, timeout=30)
+    assert workflow.state == "failed"
+    assert sorted(workflow.failed_steps) == ["bad", "bad_child", "other", "other_child"]
+
+    with pytest.raises(baton.BatonError) as refused:
+        workflow.retry(steps=["bad_child"])  # its dependency stays discarded
+    assert "'bad_child' depends on 'bad' (discarded): retry 'bad' too" in str(refused.value)
+    with pytest.raises(baton.BatonError, match="'nope' is not a step"):
+        workflow.retry(steps=["nope"])
+    assert workflow.retry(steps=["bad"]) == 2  # bad and the child it cancelled
+    workflow = wait_for_workflow(workflow, timeout=30)
+    states = dict(Step.objects.filter(workflow=workflow).values_list("name", "state"))
+    assert states == {
+        "bad": "completed",
+        "bad_child": "completed",
+        "other": "discarded",
+        "other_child": "cancelled",
+    }
+    assert workflow.state == "failed"
+    assert sorted(workflow.failed_steps) == ["other", "other_child"]
+    assert step(workflow, "bad_child").result_value() == {"seen": {"bad": "bad fixed"}}
+    assert workflow.retry(steps=["other"]) == 2
+    assert_completed(wait_for_workflow(workflow, timeout=30))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from django.db import connections, transaction
 
+from baton.exceptions import BatonError
 from baton.execution.advance import STEP_COLUMNS, Announcements, enqueue, steps_from_rows
 from baton.execution.deferrer import database_alias
 from baton.graph.states import StepState, WorkflowState
@@ -86,15 +89,77 @@ def cancel_workflow(workflow: Workflow, reason: str = "workflow cancelled") -> i
     return len(cancelled)
 
 
-def retry_workflow(workflow: Workflow) -> int:
+def _retry_selection(cursor: Any, workflow: Workflow, names: list[str]) -> list[int]:
+    """The ids of the named failed steps and of the steps they cancelled, transitively."""
+    failed = [S.DISCARDED.value, S.CANCELLED.value]
+    cursor.execute(
+        "SELECT name, id, state FROM baton_step WHERE workflow_id = %s AND name = ANY(%s)",
+        [workflow.pk, names],
+    )
+    found = {name: (step_id, state) for name, step_id, state in cursor.fetchall()}
+    problems = [
+        f"{name!r} is not a step of this workflow"
+        if name not in found
+        else f"{name!r} is {found[name][1]}, not discarded or cancelled"
+        for name in names
+        if name not in found or found[name][1] not in failed
+    ]
+    if problems:
+        raise BatonError("cannot retry: " + "; ".join(problems))
+    cursor.execute(
+        """
+        WITH RECURSIVE below(id) AS (
+            SELECT unnest(%(ids)s::bigint[])
+             UNION
+            SELECT e.downstream_id FROM baton_stepdependency e
+              JOIN below b ON e.upstream_id = b.id
+              JOIN baton_step d ON d.id = e.downstream_id AND d.state = %(cancelled)s
+        )
+        SELECT id FROM below
+        """,
+        {"ids": [step_id for step_id, _ in found.values()], "cancelled": S.CANCELLED.value},
+    )
+    selected = [row[0] for row in cursor.fetchall()]
+    # A step whose failed dependency stays failed would wait for it forever.
+    cursor.execute(
+        """
+        SELECT d.name, u.name, u.state
+          FROM baton_stepdependency e
+          JOIN baton_step d ON d.id = e.downstream_id
+          JOIN baton_step u ON u.id = e.upstream_id
+         WHERE e.downstream_id = ANY(%(ids)s) AND NOT (e.upstream_id = ANY(%(ids)s))
+           AND u.state <> %(completed)s
+         ORDER BY d.id, u.id
+        """,
+        {"ids": selected, "completed": S.COMPLETED.value},
+    )
+    blocked = cursor.fetchall()
+    if blocked:
+        raise BatonError(
+            "cannot retry: "
+            + "; ".join(
+                f"{name!r} depends on {dep!r} ({state}): retry {dep!r} too"
+                for name, dep, state in blocked[:10]
+            )
+        )
+    return selected
+
+
+def retry_workflow(workflow: Workflow, steps: Sequence[str] | None = None) -> int:
     """Re-run discarded and cancelled steps (and what they cancelled), keeping completed
-    results. Returns the number of steps reset; the workflow is executing again."""
+    results. Returns the number of steps reset; the workflow is executing again.
+
+    With `steps` (names), only those steps and the steps they cancelled, transitively;
+    a name that is not a discarded or cancelled step of the workflow raises BatonError
+    and nothing changes.
+    """
     alias = database_alias()
     ann = Announcements(alias)
     with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
         cursor.execute("SELECT state FROM baton_workflow WHERE id = %s FOR UPDATE", [workflow.pk])
         if cursor.fetchone() is None:
             return 0
+        only = None if steps is None else _retry_selection(cursor, workflow, list(steps))
         # deps_pending counts every dependency that is not completed: the ones being
         # retried here are discarded or cancelled in this statement's snapshot.
         cursor.execute(
@@ -108,7 +173,9 @@ def retry_workflow(workflow: Workflow) -> int:
                          JOIN baton_step u ON u.id = e.upstream_id
                         WHERE e.downstream_id = s.id AND u.state <> %(completed)s)
               FROM (SELECT id, state AS old_state FROM baton_step
-                     WHERE workflow_id = %(wf)s AND state = ANY(%(failed)s) FOR UPDATE) old
+                     WHERE workflow_id = %(wf)s AND state = ANY(%(failed)s)
+                       AND (%(only)s::bigint[] IS NULL OR id = ANY(%(only)s::bigint[]))
+                     ORDER BY id FOR UPDATE) old
              WHERE s.id = old.id
          RETURNING {STEP_COLUMNS}, old.old_state
             """,
@@ -117,6 +184,7 @@ def retry_workflow(workflow: Workflow) -> int:
                 "completed": S.COMPLETED.value,
                 "wf": workflow.pk,
                 "failed": [S.DISCARDED.value, S.CANCELLED.value],
+                "only": only,
             },
         )
         rows = cursor.fetchall()
@@ -132,14 +200,23 @@ def retry_workflow(workflow: Workflow) -> int:
         for step, row in zip(reset, rows, strict=True):
             ann.step(step, row[-1])
         enqueue(cursor, ready, ann)
+        # The failures retried no longer count against the workflow; others still do.
         cursor.execute(
             """
             UPDATE baton_workflow
-               SET state = %s, finished_at = NULL, failed_steps = '[]'::jsonb, reason = '',
-                   unfinished_steps = unfinished_steps + %s
-             WHERE id = %s
+               SET state = %(executing)s, finished_at = NULL, reason = '',
+                   failed_steps = (SELECT coalesce(jsonb_agg(f), '[]'::jsonb)
+                                     FROM jsonb_array_elements(failed_steps) f
+                                    WHERE NOT (f #>> '{}' = ANY(%(names)s))),
+                   unfinished_steps = unfinished_steps + %(n)s
+             WHERE id = %(wf)s
             """,
-            [WorkflowState.EXECUTING.value, len(reset), workflow.pk],
+            {
+                "executing": WorkflowState.EXECUTING.value,
+                "names": [step.name for step in reset],
+                "n": len(reset),
+                "wf": workflow.pk,
+            },
         )
         ann.register()
     workflow.refresh_from_db(using=alias)
