@@ -390,9 +390,16 @@ def _job_id(context: JobContext) -> int:
 def _call_with_timeout(func: Callable[[Job], Any], job: Job, seconds: float) -> Any:
     # A thread cannot be killed: on timeout the attempt is recorded as failed and the
     # late result, if any, is dropped by the fence.
+    def run(job: Job) -> Any:
+        try:
+            return func(job)
+        finally:
+            # The thread is this attempt's alone: close what the ORM opened in it.
+            connections.close_all()
+
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     try:
-        future = executor.submit(func, job)
+        future = executor.submit(run, job)
         try:
             return future.result(timeout=seconds)
         except concurrent.futures.TimeoutError:
