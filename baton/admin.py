@@ -1,8 +1,11 @@
-"""The Django admin for workflows and steps. It observes; its actions call the engine.
+"""The Django admin for workflows, steps, LLM calls and debug records. It observes; its
+actions call the engine.
 
 Nothing here writes a state: there is no add, no edit and no delete (deleting a running
 workflow would orphan its jobs; pruning is the sweep's job). The two actions, cancel and
 retry, go through Workflow.cancel() / Workflow.retry(), which lock, count and announce.
+LLM calls (the ledger) and debug records are part of their workflow: whoever may see
+workflows sees them, read-only.
 """
 
 from __future__ import annotations
@@ -10,24 +13,28 @@ from __future__ import annotations
 import datetime
 import json
 import uuid
+from collections import defaultdict
+from decimal import Decimal
 from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.auth import get_permission_codename
-from django.db.models import Count, F, QuerySet, TextField
+from django.db.models import Count, F, Model, Q, QuerySet, Sum, TextField
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast, Left
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
-from baton.display import format_seconds
+from baton.display import format_seconds, format_usd
 from baton.graph.states import StepState, WorkflowState
-from baton.models import Step, StepResult, Workflow
+from baton.models import DebugKind, DebugRecord, LLMUsage, Step, StepResult, Workflow
 
 # The change page of a workflow lists at most this many steps; the rest are one link away.
 INLINE_STEP_LIMIT = 200
@@ -35,7 +42,23 @@ INLINE_STEP_LIMIT = 200
 PREVIEW_CHARS = 120
 # Characters of a result shown on a step's own page.
 RESULT_PAGE_CHARS = 50_000
+# A step's page shows at most this many of its LLM calls and debug records, and this many
+# characters of each record; the rest are one link away.
+STEP_CALLS_LIMIT = 100
+STEP_DEBUG_LIMIT = 50
+DEBUG_RECORD_CHARS = 20_000
 EMPTY = "—"
+# The ledger summed per model; aliases differ from the fields' names (an alias equal to a
+# field name would clash with it).
+_USAGE_SUMS: dict[str, Any] = {
+    "sum_calls": Count("id"),
+    "sum_input": Sum("input_tokens"),
+    "sum_output": Sum("output_tokens"),
+    "sum_cache_read": Sum("cache_read_tokens"),
+    "sum_cache_write": Sum("cache_write_tokens"),
+    "sum_cost": Sum("cost_usd"),
+    "sum_unpriced": Count("id", filter=Q(cost_usd__isnull=True)),
+}
 
 # Badge colours: always drawn with the state's word inside, never colour alone.
 _COLOURS: dict[str, tuple[str, str]] = {  # state -> (background, text)
@@ -66,6 +89,28 @@ def state_badge(state: str, label: str) -> SafeString:
 
 def _preview(text: str, limit: int = PREVIEW_CHARS) -> str:
     return Truncator(text).chars(limit) if text else EMPTY
+
+
+def _changelist_url(model: type[Model], **filters: Any) -> str:
+    url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+    return f"{url}?{urlencode(filters)}" if filters else url
+
+
+def _change_url(model: type[Model], pk: Any) -> str:
+    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_change", args=[pk])
+
+
+def _pre(text: str) -> SafeString:
+    """Text (a model's, a user's) shown as text: escaped, wrapped, scrollable."""
+    return format_html(
+        '<pre style="white-space:pre-wrap;word-break:break-word;max-height:40em;'
+        'overflow:auto">{}</pre>',
+        text,
+    )
+
+
+def _pretty_json(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
 
 
 def _can_see_workflows(request: HttpRequest) -> bool:
@@ -120,6 +165,11 @@ class _StepColumns:
     def error_preview(self, step: Step) -> str:
         return _preview(step.last_error)
 
+    @admin.display(description="cost", ordering="cost_usd")
+    def cost_display(self, step: Step) -> str:
+        # Over all of the step's attempts (failed ones spent money too).
+        return format_usd(step.cost_usd, step.unpriced_calls)
+
 
 class _CappedStepFormSet(BaseInlineFormSet):  # type: ignore[type-arg]
     """Only the first INLINE_STEP_LIMIT steps, fetched once, in one query."""
@@ -144,6 +194,7 @@ class StepInline(_StepColumns, admin.TabularInline):  # type: ignore[type-arg]
         "started_at",
         "finished_at",
         "duration_display",
+        "cost_display",
         "reason",
         "error_preview",
         "result_preview",
@@ -212,9 +263,21 @@ class WorkflowAdmin(_ReadOnlyAdmin):
                     "created_at",
                     "finished_at",
                     "duration_display",
-                    "cost_display",
                     "failed_steps_display",
+                    "reason_display",
                     "live_link",
+                    "debug_records_link",
+                )
+            },
+        ),
+        (
+            "Cost",
+            {
+                "fields": (
+                    "cost_display",
+                    "unpriced_calls",
+                    "budget_display",
+                    "cost_by_model_display",
                 )
             },
         ),
@@ -259,7 +322,6 @@ class WorkflowAdmin(_ReadOnlyAdmin):
         running: datetime.timedelta = timezone.now() - workflow.created_at
         return f"{format_seconds(running.total_seconds())} (running)"
 
-    @admin.display(description="cost")
     @admin.display(description="live")
     def live_link(self, workflow: Workflow) -> str:
         # Only when the project mounted baton.urls.
@@ -269,9 +331,72 @@ class WorkflowAdmin(_ReadOnlyAdmin):
             return EMPTY
         return format_html('<a href="{}">graph</a>', url)
 
+    @admin.display(description="cost", ordering="cost_usd")
     def cost_display(self, workflow: Workflow) -> str:
-        # Filled in by the LLM usage ledger (SPEC section 8).
-        return EMPTY
+        # The ledger's running total, kept on the row: no query per line.
+        return format_usd(workflow.cost_usd, workflow.unpriced_calls)
+
+    @admin.display(description="budget")
+    def budget_display(self, workflow: Workflow) -> str:
+        if workflow.budget_usd is None:
+            return EMPTY
+        spent = format_usd(workflow.cost_usd or Decimal(0))
+        text = f"{spent} of {format_usd(workflow.budget_usd)}"
+        if workflow.unpriced_calls:
+            text += f" (and {workflow.unpriced_calls:,} unpriced call(s))"
+        return text
+
+    @admin.display(description="reason")
+    def reason_display(self, workflow: Workflow) -> str:
+        return workflow.reason or EMPTY
+
+    @admin.display(description="cost by model")
+    def cost_by_model_display(self, workflow: Workflow) -> SafeString | str:
+        rows: list[dict[str, Any]] = [
+            dict(row)
+            for row in LLMUsage.objects.filter(workflow_id=workflow.pk)
+            .values("model")
+            .annotate(**_USAGE_SUMS)
+            .order_by("model")
+        ]
+        if not rows:
+            return EMPTY
+        # Most expensive first, unknown cost last, as baton.stats.cost_by_model.
+        rows.sort(key=lambda row: (row["sum_cost"] is None, -(row["sum_cost"] or 0)))
+        body = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+            "<td>{}</td></tr>",
+            (
+                (
+                    row["model"],
+                    f"{row['sum_calls']:,}",
+                    f"{row['sum_input'] or 0:,}",
+                    f"{row['sum_output'] or 0:,}",
+                    f"{row['sum_cache_read'] or 0:,}",
+                    f"{row['sum_cache_write'] or 0:,}",
+                    format_usd(row["sum_cost"], row["sum_unpriced"]),
+                )
+                for row in rows
+            ),
+        )
+        calls_url = _changelist_url(LLMUsage, workflow__exact=workflow.pk)
+        return format_html(
+            "<table><thead><tr><th>model</th><th>calls</th><th>input tokens</th>"
+            "<th>output tokens</th><th>cache read</th><th>cache write</th><th>cost</th>"
+            '</tr></thead><tbody>{}</tbody></table><a href="{}">All LLM calls of this '
+            "workflow</a>",
+            body,
+            calls_url,
+        )
+
+    @admin.display(description="debug records")
+    def debug_records_link(self, workflow: Workflow) -> SafeString | str:
+        count = DebugRecord.objects.filter(workflow_id=workflow.pk).count()
+        if not count:
+            return "none captured" if workflow.debug else EMPTY
+        url = _changelist_url(DebugRecord, workflow__exact=workflow.pk)
+        return format_html('<a href="{}">{} debug record(s)</a>', url, f"{count:,}")
 
     @admin.display(description="failed steps")
     def failed_steps_display(self, workflow: Workflow) -> str:
@@ -376,6 +501,7 @@ class StepAdmin(_StepColumns, _ReadOnlyAdmin):
         "started_at",
         "finished_at",
         "duration_display",
+        "cost_display",
         "error_preview",
     )
     list_filter = ("state",)
@@ -401,10 +527,13 @@ class StepAdmin(_StepColumns, _ReadOnlyAdmin):
         "finished_at",
         "duration_display",
         "reason",
+        "cost_display",
+        "llm_calls_display",
         "args_display",
         "result_display",
         "last_error_display",
         "traceback_display",
+        "debug_records_display",
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Step]:
@@ -441,3 +570,319 @@ class StepAdmin(_StepColumns, _ReadOnlyAdmin):
     @admin.display(description="traceback")
     def traceback_display(self, step: Step) -> SafeString | str:
         return format_html("<pre>{}</pre>", step.traceback) if step.traceback else EMPTY
+
+    @admin.display(description="LLM calls")
+    def llm_calls_display(self, step: Step) -> SafeString | str:
+        # By the ledger's unique index, which leads with the step.
+        calls = list(
+            LLMUsage.objects.filter(step_id=step.pk).order_by("attempt", "id")[
+                : STEP_CALLS_LIMIT + 1
+            ]
+        )
+        if not calls:
+            return EMPTY
+        body = format_html_join(
+            "",
+            '<tr><td>{}</td><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td>'
+            "<td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    call.attempt,
+                    _change_url(LLMUsage, call.pk),
+                    call.call_key,
+                    call.model,
+                    f"{call.input_tokens:,}",
+                    f"{call.output_tokens:,}",
+                    f"{call.cache_read_tokens:,}",
+                    f"{call.cache_write_tokens:,}",
+                    EMPTY if call.latency_ms is None else f"{call.latency_ms:,} ms",
+                    format_usd(call.cost_usd, int(call.cost_usd is None)),
+                )
+                for call in calls[:STEP_CALLS_LIMIT]
+            ),
+        )
+        more = ""
+        if len(calls) > STEP_CALLS_LIMIT:
+            more = format_html(
+                '<a href="{}">All LLM calls of this step</a>',
+                _changelist_url(LLMUsage, step__exact=step.pk),
+            )
+        return format_html(
+            "<table><thead><tr><th>attempt</th><th>call key</th><th>model</th>"
+            "<th>input tokens</th><th>output tokens</th><th>cache read</th>"
+            "<th>cache write</th><th>latency</th><th>cost</th></tr></thead>"
+            "<tbody>{}</tbody></table>{}",
+            body,
+            more,
+        )
+
+    @admin.display(description="debug records")
+    def debug_records_display(self, step: Step) -> SafeString | str:
+        # Each record's text is cut in SQL, so a page of large payloads stays small; by
+        # the (workflow, step) index.
+        records = list(
+            _with_payload_text(
+                DebugRecord.objects.filter(workflow_id=step.workflow_id, step_id=step.pk),
+                DEBUG_RECORD_CHARS,
+            ).order_by("attempt", "id")[: STEP_DEBUG_LIMIT + 1]
+        )
+        if not records:
+            return "none captured" if step.workflow.debug else EMPTY
+        shown = records[:STEP_DEBUG_LIMIT]
+        all_url = _changelist_url(
+            DebugRecord, workflow__exact=step.workflow_id, step__exact=step.pk
+        )
+        parts = [_debug_attempts(shown)]
+        if len(records) > STEP_DEBUG_LIMIT:
+            parts.append(
+                format_html(
+                    '<p>The first {} records are shown. <a href="{}">All debug records of '
+                    "this step</a>.</p>",
+                    STEP_DEBUG_LIMIT,
+                    all_url,
+                )
+            )
+        else:
+            parts.append(format_html('<p><a href="{}">Debug records list</a>.</p>', all_url))
+        return format_html_join("", "{}", ((part,) for part in parts))
+
+
+# ------------------------------------------------------------------- debug record text
+# A truncated record (baton.llm.debug) keeps {"truncated": true, "size_bytes": n,
+# "preview": "<the start of its JSON>"}: its preview is shown as the text itself.
+_TRUNCATED = (
+    "jsonb_typeof({payload}) = 'object' AND {payload} -> 'truncated' = 'true'::jsonb "
+    "AND jsonb_typeof({payload} -> 'preview') = 'string'"
+)
+
+
+def _with_payload_text(records: QuerySet[DebugRecord], limit: int) -> QuerySet[DebugRecord]:
+    """The records without their payloads, but with their first `limit` + 1 characters as
+    pretty-printed JSON (`_text`) and, for a truncated record, its original size."""
+    payload = f'"{DebugRecord._meta.db_table}"."payload"'
+    truncated = _TRUNCATED.format(payload=payload)
+    return records.defer("payload").annotate(
+        _text=RawSQL(
+            f"left(CASE WHEN {truncated} THEN {payload} ->> 'preview' "
+            f"ELSE coalesce(jsonb_pretty({payload}), 'null') END, %s)",
+            [limit + 1],
+            output_field=TextField(),
+        ),
+        _truncated_size=RawSQL(
+            f"CASE WHEN {truncated} THEN {payload} ->> 'size_bytes' END",
+            [],
+            output_field=TextField(),
+        ),
+    )
+
+
+def _record_text(record: DebugRecord, limit: int) -> SafeString:
+    text: str = getattr(record, "_text", "")
+    parts = []
+    size = getattr(record, "_truncated_size", None)
+    if size:
+        parts.append(
+            format_html(
+                "<p>Truncated when captured: {} bytes of JSON; the start is kept.</p>", size
+            )
+        )
+    if len(text) > limit:
+        text = text[:limit] + "…"
+        parts.append(
+            format_html(
+                '<p>The first {} characters; <a href="{}">the whole record</a>.</p>',
+                f"{limit:,}",
+                _change_url(DebugRecord, record.pk),
+            )
+        )
+    parts.append(_pre(text))
+    return format_html_join("", "{}", ((part,) for part in parts))
+
+
+def _record_heading(record: DebugRecord) -> SafeString:
+    return format_html(
+        '<p><strong>{}</strong> <a href="{}">#{}</a> · {}</p>',
+        record.get_kind_display(),
+        _change_url(DebugRecord, record.pk),
+        record.pk,
+        record.created_at.isoformat(timespec="milliseconds"),
+    )
+
+
+def _debug_attempts(records: list[DebugRecord]) -> SafeString:
+    """The records per attempt, in order, each request followed by its responses."""
+    by_attempt: dict[int, list[DebugRecord]] = defaultdict(list)
+    for record in records:
+        by_attempt[record.attempt].append(record)
+    blocks = []
+    for attempt, attempt_records in sorted(by_attempt.items()):
+        shown_ids = {r.pk for r in attempt_records if r.kind == DebugKind.REQUEST}
+        responses: dict[int, list[DebugRecord]] = defaultdict(list)
+        for record in attempt_records:
+            if record.kind == DebugKind.RESPONSE and record.request_id in shown_ids:
+                responses[record.request_id].append(record)
+        items = []
+        for record in attempt_records:
+            if record.kind == DebugKind.RESPONSE and record.request_id in shown_ids:
+                continue  # shown under its request
+            pair = [_record_heading(record), _record_text(record, DEBUG_RECORD_CHARS)]
+            if record.kind == DebugKind.REQUEST:
+                answers = responses.get(record.pk, [])
+                for answer in answers:
+                    pair += [_record_heading(answer), _record_text(answer, DEBUG_RECORD_CHARS)]
+                if not answers:
+                    pair.append(format_html("<p>{}</p>", "No response captured."))
+            items.append(
+                format_html(
+                    '<div class="baton-debug-{}" style="border-left:3px solid #ccc;'
+                    'padding-left:8px;margin-bottom:8px">{}</div>',
+                    record.kind,
+                    format_html_join("", "{}", ((part,) for part in pair)),
+                )
+            )
+        blocks.append(
+            format_html(
+                "<h4>Attempt {}</h4>{}", attempt, format_html_join("", "{}", ((i,) for i in items))
+            )
+        )
+    return format_html_join("", "{}", ((block,) for block in blocks))
+
+
+# ---------------------------------------------------------- LLM calls, debug records
+class _PartOfWorkflow(_ReadOnlyAdmin):
+    """Rows that belong to a step of a workflow: whoever may see workflows sees them."""
+
+    list_select_related = ("workflow", "step")
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_view_permission(request, obj) or _can_see_workflows(request)
+
+    @admin.display(description="workflow")
+    def workflow_link(self, row: LLMUsage | DebugRecord) -> SafeString:
+        return format_html(
+            '<a href="{}">{}</a>', _change_url(Workflow, row.workflow_id), row.workflow.name
+        )
+
+    @admin.display(description="step")
+    def step_link(self, row: LLMUsage | DebugRecord) -> SafeString:
+        return format_html('<a href="{}">{}</a>', _change_url(Step, row.step_id), row.step.name)
+
+
+@admin.register(LLMUsage)
+class LLMUsageAdmin(_PartOfWorkflow):
+    list_display = (
+        "created_at",
+        "model",
+        "provider",
+        "workflow_link",
+        "step_link",
+        "attempt",
+        "call_key",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "latency_display",
+        "cost_display",
+    )
+    list_filter = ("model", "provider")
+    ordering = ("-created_at", "-id")
+    fields = readonly_fields = (
+        "created_at",
+        "workflow_link",
+        "step_link",
+        "attempt",
+        "job_id",
+        "call_key",
+        "model",
+        "provider",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "latency_display",
+        "cost_display",
+    )
+
+    @admin.display(description="latency", ordering="latency_ms")
+    def latency_display(self, call: LLMUsage) -> str:
+        return EMPTY if call.latency_ms is None else f"{call.latency_ms:,} ms"
+
+    @admin.display(description="cost", ordering="cost_usd")
+    def cost_display(self, call: LLMUsage) -> str:
+        return format_usd(call.cost_usd, int(call.cost_usd is None))
+
+
+@admin.register(DebugRecord)
+class DebugRecordAdmin(_PartOfWorkflow):
+    list_display = (
+        "id",
+        "created_at",
+        "kind",
+        "workflow_link",
+        "step_link",
+        "attempt",
+        "request_link",
+        "payload_preview",
+    )
+    list_filter = ("kind",)
+    ordering = ("-id",)
+    fields = readonly_fields = (
+        "id",
+        "created_at",
+        "kind",
+        "workflow_link",
+        "step_link",
+        "attempt",
+        "request_link",
+        "responses_display",
+        "payload_display",
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[DebugRecord]:
+        # The list previews each payload from its first characters, cut in SQL; the
+        # record's own page loads it whole.
+        records: QuerySet[DebugRecord] = super().get_queryset(request)
+        return records.defer("payload").annotate(
+            _head=Left(Cast("payload", TextField()), PREVIEW_CHARS + 1)
+        )
+
+    @admin.display(description="payload")
+    def payload_preview(self, record: DebugRecord) -> str:
+        head: str | None = getattr(record, "_head", None)
+        if head is None:
+            return EMPTY
+        return head[:PREVIEW_CHARS] + "…" if len(head) > PREVIEW_CHARS else head
+
+    @admin.display(description="request")
+    def request_link(self, record: DebugRecord) -> SafeString | str:
+        if record.request_id is None:
+            return EMPTY
+        url = _change_url(DebugRecord, record.request_id)
+        return format_html('<a href="{}">#{}</a>', url, record.request_id)
+
+    @admin.display(description="responses")
+    def responses_display(self, record: DebugRecord) -> SafeString | str:
+        if record.kind != DebugKind.REQUEST:
+            return EMPTY
+        ids = list(record.responses.order_by("id").values_list("id", flat=True)[:20])
+        if not ids:
+            return "none captured"
+        return format_html_join(
+            ", ", '<a href="{}">#{}</a>', ((_change_url(DebugRecord, pk), pk) for pk in ids)
+        )
+
+    @admin.display(description="payload")
+    def payload_display(self, record: DebugRecord) -> SafeString:
+        payload = record.payload
+        if (
+            isinstance(payload, dict)
+            and payload.get("truncated") is True
+            and isinstance(payload.get("preview"), str)
+        ):
+            return format_html(
+                "<p>Truncated when captured: {} bytes of JSON; the start is kept.</p>{}",
+                payload.get("size_bytes"),
+                _pre(payload["preview"]),
+            )
+        return _pre(_pretty_json(payload))

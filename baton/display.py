@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import ROUND_HALF_UP, Decimal
+
 
 def format_seconds(seconds: float) -> str:
     """A duration for people: "4.2 s", "3m 07s", "1h 02m 03s"."""
@@ -13,3 +15,37 @@ def format_seconds(seconds: float) -> str:
     if hours:
         return f"{hours}h {minutes:02d}m {secs:02d}s"
     return f"{minutes}m {secs:02d}s"
+
+
+def format_usd(amount: Decimal | None, unpriced_calls: int = 0) -> str:
+    """A cost for people, from the ledger's totals (cost_usd, unpriced_calls).
+
+    "—" when no call was recorded, "unknown" when every call was unpriced, and
+    "$0.0123 + 2 unpriced" when some were. Amounts of a dollar or more show cents
+    ("$1.20", "$1,234.50"); smaller ones keep three significant digits, so a fraction of a
+    cent never reads as "$0.00" ("$0.000021").
+    """
+    if amount is None:
+        return "unknown" if unpriced_calls else "—"
+    text = _dollars(Decimal(amount))
+    if unpriced_calls:
+        return f"{text} + {unpriced_calls:,} unpriced"
+    return text
+
+
+_CENT = Decimal("0.01")
+
+
+def _dollars(amount: Decimal) -> str:
+    if not amount.is_finite():
+        return f"${amount}"
+    sign = "-" if amount < 0 else ""
+    amount = abs(amount)
+    if amount == 0 or amount >= 1:
+        return f"{sign}${amount.quantize(_CENT, rounding=ROUND_HALF_UP):,}"
+    # Three significant digits: 0.0123 has adjusted() == -2, so 4 places.
+    places = max(2, 2 - amount.adjusted())
+    text = f"{amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP):f}"
+    whole, _, fraction = text.partition(".")
+    fraction = fraction.rstrip("0").ljust(2, "0")
+    return f"{sign}${whole}.{fraction}"

@@ -6,7 +6,8 @@
   the step queued or executing (e.g. a restart cut the finishing transaction), reported
   as rescued; a step whose task is no longer registered is discarded as "pruned";
 - finishes workflows whose steps are all terminal but which nobody marked finished;
-- prunes finished workflows older than PRUNE_AFTER, in bounded batches.
+- prunes finished workflows older than PRUNE_AFTER, in bounded batches;
+- prunes debug records (baton.debug) older than DEBUG_MAX_AGE, in bounded batches.
 
 Only one sweep runs at a time (a Postgres advisory lock), and every repair re-checks its
 rows under a row lock, so a sweep racing a live worker changes nothing that worker owns.
@@ -40,7 +41,7 @@ from baton.execution.advance import (
 from baton.execution.deferrer import database_alias, defer_jobs, job_manager
 from baton.execution.step import registry
 from baton.graph.states import StepState, WorkflowState
-from baton.models import Step
+from baton.models import DebugRecord, LLMUsage, Step
 
 logger = logging.getLogger("baton")
 S = StepState
@@ -49,6 +50,8 @@ S = StepState
 _SWEEP_LOCK_KEY = 0x626174_6F6E
 _FINISHED_JOB = ("succeeded", "failed", "cancelled", "aborted")
 DEFAULT_SECONDS_SINCE_HEARTBEAT = 30.0
+_USAGE_TABLE = LLMUsage._meta.db_table
+_DEBUG_TABLE = DebugRecord._meta.db_table
 
 
 @dataclasses.dataclass
@@ -60,6 +63,7 @@ class SweepReport:
     discarded: list[str] = dataclasses.field(default_factory=list)
     workflows_finished: int = 0
     workflows_pruned: int = 0
+    debug_records_pruned: int = 0
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -69,7 +73,8 @@ class SweepReport:
             f"baton sweep: {self.stalled_jobs_retried} stalled job(s) retried, "
             f"{self.stale_jobs_closed} stale job(s) closed, {len(self.rescued)} step(s) "
             f"rescued, {len(self.discarded)} discarded, {self.workflows_finished} "
-            f"workflow(s) finished, {self.workflows_pruned} pruned in {self.seconds:.3f}s"
+            f"workflow(s) finished, {self.workflows_pruned} pruned, "
+            f"{self.debug_records_pruned} debug record(s) pruned in {self.seconds:.3f}s"
         )
 
 
@@ -110,6 +115,7 @@ def sweep(
         _finish_forgotten_workflows(alias, batch_size, report)
         if isinstance(prune_after, datetime.timedelta):
             report.workflows_pruned = prune_workflows(prune_after, batch_size=batch_size)
+        report.debug_records_pruned = prune_debug_records(baton_settings.DEBUG_MAX_AGE)
     report.seconds = time.monotonic() - started
     log = logger.warning if (report.rescued or report.discarded) else logger.info
     log(report.summary())
@@ -335,8 +341,9 @@ def _finish_forgotten_workflows(alias: str, batch_size: int, report: SweepReport
 
 
 def prune_workflows(older_than: datetime.timedelta, *, batch_size: int = 200) -> int:
-    """Delete finished workflows (with steps, edges, results) finished before now -
-    older_than, in batches of `batch_size` workflows, each in its own short transaction."""
+    """Delete finished workflows (with steps, edges, results, LLM calls and debug records)
+    finished before now - older_than, in batches of `batch_size` workflows, each in its
+    own short transaction."""
     alias = database_alias()
     cutoff = timezone.now() - older_than
     total = 0
@@ -360,6 +367,10 @@ def prune_workflows(older_than: datetime.timedelta, *, batch_size: int = 200) ->
                 [ids],
             )
             cursor.execute("DELETE FROM baton_stepdependency WHERE workflow_id = ANY(%s)", [ids])
+            # No database foreign keys lead there (nothing cascades): by workflow, each
+            # through the index that leads with it.
+            cursor.execute(f"DELETE FROM {_USAGE_TABLE} WHERE workflow_id = ANY(%s)", [ids])
+            cursor.execute(f"DELETE FROM {_DEBUG_TABLE} WHERE workflow_id = ANY(%s)", [ids])
             # Their finished Procrastinate jobs go too: that table is the hot one.
             cursor.execute(
                 "DELETE FROM procrastinate_jobs j USING baton_step s "
@@ -375,4 +386,40 @@ def prune_workflows(older_than: datetime.timedelta, *, batch_size: int = 200) ->
     if total:
         logger.info("baton: pruned %d finished workflow(s) older than %s", total, older_than)
         signals.workflows_pruned.send_robust(sender=None, count=total)
+    return total
+
+
+def prune_debug_records(
+    older_than: datetime.timedelta | None = None, *, batch_size: int = 1000
+) -> int:
+    """Delete debug records created before now - older_than (default
+    BATON["DEBUG_MAX_AGE"]), oldest first, `batch_size` at a time, each batch in its own
+    short transaction. A response to a deleted request goes with it, however young (its
+    request link could not stand). Returns how many records were deleted."""
+    if older_than is None:
+        older_than = baton_settings.DEBUG_MAX_AGE
+    alias = database_alias()
+    cutoff = timezone.now() - older_than
+    total: int = 0
+    while True:
+        with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+            cursor.execute(
+                f"""
+                WITH doomed AS (
+                    SELECT id FROM {_DEBUG_TABLE}
+                     WHERE created_at < %(cutoff)s
+                     ORDER BY id LIMIT %(limit)s
+                )
+                DELETE FROM {_DEBUG_TABLE}
+                 WHERE id IN (SELECT id FROM doomed)
+                    OR request_id IN (SELECT id FROM doomed)
+                """,
+                {"cutoff": cutoff, "limit": batch_size},
+            )
+            deleted = max(int(cursor.rowcount), 0)
+        total += deleted
+        if deleted < batch_size:
+            break
+    if total:
+        logger.info("baton: pruned %d debug record(s) older than %s", total, older_than)
     return total

@@ -68,6 +68,7 @@ else:
 BATON: dict[str, object] = (
     {"CHANNEL_LAYER": "default"} if os.environ.get("BATON_TEST_BROADCAST") else {}
 )
+BATON.update({"DEBUG": True} if os.environ.get("BATON_TEST_DEBUG") else {})  # per worker
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
