@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "channels",
     "baton",
     "example_project.pipeline",
+    "example_project.research",
 ]
 
 MIDDLEWARE = [

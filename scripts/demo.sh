@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The demo: `make demo` / `make demo-stop` call this.
 #
-#   scripts/demo.sh start   migrate, start a worker and the ASGI server in the background,
-#                           create the superuser admin/admin, insert a sample workflow
+#   scripts/demo.sh start   migrate, start a worker (queues default and llm) and the ASGI
+#                           server in the background, create the superuser admin/admin,
+#                           insert the sample workflows (ingest and research_brief)
 #   scripts/demo.sh stop    stop worker, server, Redis and the private PostgreSQL (by pid)
 #
 # PostgreSQL: the private server from scripts/services.sh, unless DATABASE_URL is set.
@@ -102,10 +103,12 @@ sys.exit(0 if get_user_model().objects.filter(username='admin').exists() else 3)
             --username admin --email admin@example.com >/dev/null
     fi
 
-    log "starting worker (log: .run/worker.log)"
-    # The worker log shows every job start and end.
+    log "starting worker on queues default,llm (log: .run/worker.log)"
+    # The worker log shows every job start and end. LLM steps (the research brief's model
+    # calls) run on the "llm" queue; the sweep and the plain steps on "default".
     PROCRASTINATE_LOG_LEVEL="${PROCRASTINATE_LOG_LEVEL:-INFO}" \
-        start_bg "$WORKER_PID" "$WORKER_LOG" "${MANAGE[@]}" baton worker --concurrency 4
+        start_bg "$WORKER_PID" "$WORKER_LOG" "${MANAGE[@]}" baton worker --concurrency 4 \
+        --queues default,llm
     log "starting ASGI server on 127.0.0.1:$PORT (log: .run/server.log)"
     start_bg "$SERVER_PID" "$SERVER_LOG" "$PY" -m uvicorn example_project.asgi:application \
         --host 127.0.0.1 --port "$PORT" --app-dir "$REPO_ROOT"
@@ -127,6 +130,9 @@ sys.exit(0 if get_user_model().objects.filter(username='admin').exists() else 3)
     fi
 
     "${MANAGE[@]}" demo_workflow
+    # Three models in parallel through a fake provider (no network, no API key), priced by
+    # genai-prices; gemini-1.5-flash is rate limited once, to show a snooze.
+    "${MANAGE[@]}" research_brief --rate-limit gemini-1.5-flash
 
     cat <<MSG
 
@@ -135,6 +141,7 @@ sys.exit(0 if get_user_model().objects.filter(username='admin').exists() else 3)
     Live page:  http://127.0.0.1:$PORT/baton/
     Logs:       .run/worker.log, .run/server.log
   Insert another workflow:  $VENV/bin/python example_project/manage.py demo_workflow
+  A research brief:         $VENV/bin/python example_project/manage.py research_brief [--budget 0.001]
   Stop everything:          make demo-stop
 
 MSG
