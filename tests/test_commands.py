@@ -52,6 +52,35 @@ def test_show_draws_steps_in_dependency_order_with_states_and_progress(clean_job
     assert lines[4].startswith("    d  waiting") and lines[4].endswith("<- b, c")
 
 
+def test_show_says_what_model_calls_cost(clean_jobs):
+    from decimal import Decimal
+
+    from baton.llm.ledger import Ledger
+    from baton.llm.usage import Usage
+
+    workflow = (
+        baton.new("costly", budget_usd=Decimal("2"))
+        .add("a", Echo.new())
+        .add("b", Echo.new(), deps=["a"])
+        .insert()
+    )
+    a = Step.objects.get(workflow=workflow, name="a")
+    ledger = Ledger()
+    ledger.record(Usage(model="gpt-4o", input_tokens=1000, output_tokens=100), "priced")
+    ledger.record(Usage(model="acme-9000", input_tokens=1, output_tokens=1), "unknown")
+    cost = ledger.calls()[0].cost_usd
+    assert cost is not None
+    claimed = advance.claim(a.id, a.job_id)
+    advance.finish(claimed, advance.Completed(value_json=None, calls=ledger.calls()))
+
+    lines = run("show", str(workflow.pk)).splitlines()
+    from baton.display import format_usd
+
+    assert lines[0].endswith(f"cost {format_usd(cost, 1)} of $2.00")
+    assert lines[1].startswith("a  completed") and format_usd(cost, 1) in lines[1]
+    assert "$" not in lines[2]  # b recorded nothing
+
+
 def test_show_follow_returns_once_finished(clean_jobs):
     workflow = diamond()
     workflow.cancel()

@@ -203,6 +203,7 @@ def progress_bar(done: int, total: int, width: int = 30) -> str:
 def render_workflow(workflow: Any) -> str:
     """The workflow as text: a header with a progress bar, then its steps in dependency
     order, indented by depth, each with state, attempts, duration and deps."""
+    from baton.display import format_usd
     from baton.models import Step, StepDependency
 
     steps = list(Step.objects.filter(workflow=workflow).order_by("id"))
@@ -230,9 +231,16 @@ def render_workflow(workflow: Any) -> str:
     for step in steps:
         depth_of(step.id)
     done = sum(1 for step in steps if step.state in TERMINAL)
-    lines = [
+    header = (
         f"{workflow.name} ({workflow.pk}) {workflow.state.upper()} {progress_bar(done, len(steps))}"
-    ]
+    )
+    if workflow.cost_usd is not None or workflow.unpriced_calls:
+        header += f"  cost {format_usd(workflow.cost_usd, workflow.unpriced_calls)}"
+        if workflow.budget_usd is not None:
+            header += f" of {format_usd(workflow.budget_usd)}"
+    if workflow.reason:
+        header += f"  ({workflow.reason})"
+    lines = [header]
     for step in sorted(steps, key=lambda s: (depth[s.id], s.id)):
         duration = f"{step.duration:.2f}s" if step.duration is not None else "-"
         deps = ", ".join(by_id[u].name for u in upstream[step.id][:5])
@@ -242,6 +250,8 @@ def render_workflow(workflow: Any) -> str:
             f"{'  ' * depth[step.id]}{step.name}  {step.state}  "
             f"attempt {step.attempt}/{step.max_attempts}  {duration}"
         )
+        if step.cost_usd is not None or step.unpriced_calls:
+            line += f"  {format_usd(step.cost_usd, step.unpriced_calls)}"
         if deps:
             line += f"  <- {deps}"
         if step.reason:
