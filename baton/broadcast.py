@@ -41,7 +41,9 @@ def decimal_text(value: Decimal | None) -> str | None:
     exponent (a JSON reader need not know that "3.54E-4" is a number)."""
     if value is None:
         return None
-    return format(Decimal(value).normalize(), "f")
+    # Not normalize(): it rounds to the context's 28 digits, the column holds 30.
+    text = format(Decimal(value), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def step_payload(step: Any, old_state: str | None = None) -> dict[str, Any]:

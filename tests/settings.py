@@ -59,7 +59,10 @@ if os.environ.get("REDIS_URL"):
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [os.environ["REDIS_URL"]]},
+            # socket_timeout=None: redis-py 8 times idle sockets out after 5 s, which
+            # drops every live socket that has had nothing to say for that long
+            # (redis/redis-py#4091; channels-redis 4.3 blocks on BZPOPMIN).
+            "CONFIG": {"hosts": [{"address": os.environ["REDIS_URL"], "socket_timeout": None}]},
         }
     }
 else:

@@ -11,7 +11,8 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from decimal import Decimal
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,14 @@ from django.urls import reverse
 
 import baton
 from baton import broadcast
+from baton.broadcast import decimal_text
+from baton.display import format_usd
+from baton.execution import advance
 from baton.execution.advance import Discarded
 from baton.live import views
 from baton.live.layout import depths, layout
+from baton.llm.ledger import Call
+from baton.llm.usage import Usage
 from baton.models import Step, Workflow
 from baton.routing import websocket_urlpatterns
 from tests.conftest import SHARED_DAGS
@@ -77,6 +83,44 @@ def parse_nodes(html: str) -> Nodes:
     parser = Nodes()
     parser.feed(html)
     return parser
+
+
+def priced_call(key: str, cost: str | None, model: str = "gpt-4o-mini") -> Call:
+    """A model call as a step's ledger records it; cost None: the pricing did not know it."""
+    usage = Usage(model=model, input_tokens=1000, output_tokens=200)
+    return Call(call_key=key, usage=usage, cost_usd=None if cost is None else Decimal(cost))
+
+
+def with_calls(*calls: Call) -> advance.Completed:
+    """A completion whose attempt recorded `calls` (the engine adds them to the totals)."""
+    return advance.Completed(value_json=None, calls=calls)
+
+
+def costed(name: str = "costed") -> Workflow:
+    """chain() with a $2 budget, a completed with a priced call, b with an unpriced one."""
+    workflow: Workflow = (
+        baton.new(name, budget_usd=Decimal("2.00"))
+        .add("a", Echo.new(value=1))
+        .add("b", Echo.new(), deps=["a"])
+        .add("c", Echo.new(), deps=["b"])
+        .insert()
+    )
+    run_step(workflow, "a", with_calls(priced_call("k1", "0.00027")))
+    run_step(workflow, "b", with_calls(priced_call("k1", None, model="acme-9000")))
+    workflow.refresh_from_db()
+    return workflow
+
+
+def floats_in(value: Any, path: str = "$") -> Iterator[str]:
+    """Where `value` (decoded JSON) holds a float: money must never travel as one."""
+    if isinstance(value, float):
+        yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from floats_in(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from floats_in(item, f"{path}[{index}]")
 
 
 def list_url() -> str:
@@ -182,10 +226,12 @@ class TestViews:
         assert sorted(parsed.texts) == ["available", "completed", "waiting"]  # words too
         versions = dict(Step.objects.filter(workflow=workflow).values_list("name", "version"))
         assert {n: int(node["data-version"] or -1) for n, node in parsed.nodes.items()} == versions
-        # Header: state, progress n/m, timings and the (empty for now) cost slot.
+        # Header: state, progress n/m, timings and the cost (no model call: none).
         assert 'data-role="workflow-state" data-state="executing">executing</span>' in html
         assert '<span data-role="progress">1/3</span>' in html
-        assert '<dd data-role="cost">—</dd>' in html
+        assert '<span data-role="cost" data-cost-usd="">—</span>' in html
+        assert '<span data-role="budget" hidden></span>' in html  # no budget
+        assert '<div data-role="reason-fact" hidden>' in html
         assert "<dt>Started</dt>" in html and "<dt>Duration</dt>" in html
         # Edges: a -> b and b -> c, drawn as one path of two curves.
         path = re.search(r'<path class="edges[^"]*" d="([^"]+)"', html)
@@ -227,6 +273,66 @@ class TestViews:
         assert 'class="edges' not in html
         assert "This workflow has 2 dependencies, more than the 1 drawn" in html
         assert len(parse_nodes(html).nodes) == 3
+
+    def test_page_shows_the_workflow_cost_its_budget_and_each_step_cost(
+        self, admin_client: Client
+    ) -> None:
+        workflow = costed()
+        assert (workflow.cost_usd, workflow.unpriced_calls) == (Decimal("0.00027"), 1)
+
+        html = admin_client.get(page_url(workflow)).content.decode()
+
+        assert (
+            '<span data-role="cost" data-cost-usd="0.00027">$0.00027 + 1 unpriced</span>'
+            ' <span data-role="budget">of $2.00</span>'
+        ) in html
+        titles = dict(re.findall(r'data-step="([^"]+)".*?<title>([^<]*)</title>', html))
+        assert titles == {"a": "a · cost $0.00027", "b": "b · cost unknown", "c": "c"}
+        assert '<dt>Cost</dt><dd data-field="cost"></dd>' in html  # the step detail's
+
+    def test_list_has_a_cost_column(self, admin_client: Client) -> None:
+        workflow = costed()
+        plain = chain("no-calls")
+
+        html = admin_client.get(list_url()).content.decode()
+
+        assert "<th>Cost</th>" in html
+        for each, cell in (
+            (workflow, '<td data-role="cost" data-cost-usd="0.00027">$0.00027 + 1 unpriced</td>'),
+            (plain, '<td data-role="cost" data-cost-usd="">—</td>'),
+        ):
+            row = re.search(rf'<tr data-workflow-id="{each.pk}".*?</tr>', html, re.S)
+            assert row is not None and cell in row.group(0)
+
+    def test_a_failed_workflow_shows_its_reason_escaped(self, admin_client: Client) -> None:
+        workflow = chain("over-budget")
+        Workflow.objects.filter(pk=workflow.pk).update(reason=f"budget exceeded: {XSS}")
+        run_step(workflow, "a", Discarded(error="", traceback="", reason="budget exceeded"))
+
+        html = admin_client.get(page_url(workflow)).content.decode()
+
+        assert (
+            '<div data-role="reason-fact"><dt>Reason</dt><dd data-role="reason">'
+            "budget exceeded: &lt;script&gt;alert(1)&lt;/script&gt;</dd></div>"
+        ) in html
+        assert XSS not in html
+
+    def test_snapshots_carry_costs_as_decimal_strings(self) -> None:
+        workflow = costed("snapshot-costs")
+
+        snapshot = views.workflow_snapshot(workflow.pk)
+
+        assert snapshot is not None
+        decoded = json.loads(json.dumps(snapshot))  # plain JSON: no Decimal left in it
+        assert list(floats_in(decoded)) == []
+        summary = decoded["workflow"]
+        assert (summary["cost_usd"], summary["unpriced_calls"]) == ("0.00027", 1)
+        assert (summary["budget_usd"], summary["reason"]) == ("2", "")
+        costs = {s["name"]: (s["cost_usd"], s["unpriced_calls"]) for s in decoded["steps"]}
+        assert costs == {"a": ("0.00027", 0), "b": (None, 1), "c": (None, 0)}
+        for step in Step.objects.filter(workflow=workflow):
+            assert costs[step.name] == (decimal_text(step.cost_usd), step.unpriced_calls)
+        assert format_usd(Decimal(summary["cost_usd"]), 1) == "$0.00027 + 1 unpriced"
 
 
 def replay(dag: str) -> Workflow:
@@ -484,6 +590,86 @@ class TestConsumers:
             )
             (summary,) = [w for w in appeared["workflows"] if w["id"] == str(newcomer.pk)]
             assert summary["name"] == "newcomer" and summary["step_count"] == 3
+            await socket.disconnect()
+
+        in_loop(scenario)
+
+    def test_step_events_carry_the_step_cost_and_the_workflow_totals(self, redis_layer) -> None:
+        workflow = costed("live-costs")
+        user = make_user(staff=True)
+
+        async def scenario() -> None:
+            socket = communicator(f"/ws/baton/workflows/{workflow.pk}/", user)
+            assert (await socket.connect(timeout=10))[0]
+            snapshot = await socket.receive_json_from(timeout=10)
+            assert snapshot["workflow"]["cost_usd"] == "0.00027"
+            assert snapshot["workflow"]["budget_usd"] == "2"
+
+            # c's completion records a priced call: its event brings c's cost and the
+            # workflow's new totals; its claim (no call recorded) brings no totals.
+            await database_sync_to_async(run_step)(
+                workflow, "c", with_calls(priced_call("k1", "0.000084"))
+            )
+            claimed = await receive_until(
+                socket, lambda m: m["type"] == "step" and m["step"]["state"] == "executing"
+            )
+            assert "workflow_cost_usd" not in claimed
+            assert "workflow_unpriced_calls" not in claimed
+            done = await receive_until(
+                socket, lambda m: m["type"] == "step" and m["step"]["state"] == "completed"
+            )
+            finished = await receive_until(socket, lambda m: m["type"] == "workflow")
+
+            c = await database_sync_to_async(Step.objects.get)(workflow=workflow, name="c")
+            fresh = await database_sync_to_async(Workflow.objects.get)(pk=workflow.pk)
+            assert fresh.cost_usd == Decimal("0.000354")
+            assert (done["step"]["cost_usd"], done["step"]["unpriced_calls"]) == (
+                decimal_text(c.cost_usd),
+                c.unpriced_calls,
+            )
+            assert done["step"]["cost_usd"] == "0.000084"
+            assert (done["workflow_cost_usd"], done["workflow_unpriced_calls"]) == ("0.000354", 1)
+            assert Decimal(done["workflow_cost_usd"]) == fresh.cost_usd
+            summary = finished["workflow"]
+            assert (summary["cost_usd"], summary["unpriced_calls"]) == ("0.000354", 1)
+            for message in (claimed, done, finished):
+                assert list(floats_in(message)) == []
+
+            # The detail a click asks for has the cost too.
+            await socket.send_json_to({"action": "detail", "step_id": c.id})
+            detail = await receive_until(socket, lambda m: m["type"] == "detail")
+            assert (detail["step"]["cost_usd"], detail["step"]["unpriced_calls"]) == (
+                "0.000084",
+                0,
+            )
+            await socket.disconnect()
+
+        in_loop(scenario)
+
+    def test_list_summaries_carry_the_cost(self, redis_layer) -> None:
+        workflow = chain("list-costs")
+        user = make_user(staff=True)
+
+        async def scenario() -> None:
+            socket = communicator("/ws/baton/workflows/?page=1", user)
+            assert (await socket.connect(timeout=10))[0]
+            first = await socket.receive_json_from(timeout=10)
+            (summary,) = first["workflows"]
+            assert (summary["cost_usd"], summary["unpriced_calls"]) == (None, 0)
+            assert (summary["budget_usd"], summary["reason"]) == (None, "")
+
+            await database_sync_to_async(run_step)(
+                workflow, "a", with_calls(priced_call("k1", "0.0001"), priced_call("k2", None))
+            )
+            changed = await receive_until(
+                socket,
+                lambda m: any(
+                    w["id"] == str(workflow.pk) and w["cost_usd"] for w in m["workflows"]
+                ),
+            )
+            (summary,) = [w for w in changed["workflows"] if w["id"] == str(workflow.pk)]
+            assert (summary["cost_usd"], summary["unpriced_calls"]) == ("0.0001", 1)
+            assert list(floats_in(changed)) == []
             await socket.disconnect()
 
         in_loop(scenario)

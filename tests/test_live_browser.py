@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,9 +27,11 @@ from django.db import connection, connections
 from django.urls import reverse
 
 import baton
-from baton.models import Workflow
+from baton.broadcast import decimal_text
+from baton.display import format_usd
+from baton.models import Step, Workflow
 from baton.testing import wait_for_workflow
-from tests.testapp.tasks import Echo
+from tests.testapp.tasks import Echo, FakeModelCall
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
@@ -271,5 +274,164 @@ def test_list_page_shows_new_workflows_and_their_progress_live(
             assert page.evaluate("window.batonNoReload") is True
             link = row.locator("td.name a").get_attribute("href")
             assert link == reverse("baton:workflow", args=[workflow.pk])
+        finally:
+            browser.close()
+
+
+# Records the header's cost text, with the workflow's state, each time either changes.
+COST_OBSERVER = """() => {
+  window.batonCosts = [];
+  window.batonNoReload = true;
+  const header = document.getElementById("baton-workflow");
+  const record = () => window.batonCosts.push([
+    header.querySelector('[data-role="workflow-state"]').textContent,
+    header.querySelector('[data-role="cost"]').textContent,
+  ]);
+  record();
+  new MutationObserver(record).observe(
+    header, {subtree: true, childList: true, characterData: true},
+  );
+}"""
+
+# What live.js formats (from decimal strings) must read as baton.display.format_usd does.
+FORMAT_CASES: list[tuple[str | None, int]] = [
+    (None, 0),
+    (None, 3),
+    ("0", 0),
+    ("0.000354", 0),
+    ("0.00027", 1),
+    ("0.000000000000001", 0),
+    ("0.0123456", 2),
+    ("0.005", 0),
+    ("0.00999", 0),
+    ("0.9994", 0),
+    ("0.9996", 0),
+    ("2", 0),
+    ("12.345", 0),
+    ("1234.5", 0),
+    ("1234567.891", 1234),
+    ("123456789012345.123456789012345", 0),
+]
+
+
+def test_costs_show_on_the_workflow_and_list_pages_and_follow_each_transition(
+    live_server_url, start_worker
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    User.objects.create_user("accountant", password=PASSWORD, is_staff=True)
+    # draft (priced) -> review (a model the pricing does not know) -> polish (priced,
+    # two calls): run one at a time, so the header goes through each running total.
+    workflow: Workflow = (
+        baton.new("priced <i>run</i>", budget_usd=Decimal("2.00"))
+        .add("draft", FakeModelCall.new(model="gpt-4o-mini"))
+        .add("review", FakeModelCall.new(model="acme-9000"), deps=["draft"])
+        .add("polish", FakeModelCall.new(model="gpt-4o-mini", keys=["k1"]), deps=["review"])
+        .insert()
+    )
+    page_path = reverse("baton:workflow", args=[workflow.pk])
+    list_path = reverse("baton:workflows")
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 720})
+            context.set_default_timeout(TIMEOUT_MS)
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(live_server_url + page_path)
+            page.fill("#id_username", "accountant")
+            page.fill("#id_password", PASSWORD)
+            page.click("input[type=submit]")
+            page.wait_for_url(live_server_url + page_path)
+            page.wait_for_selector('body[data-socket="live"][data-snapshot="received"]')
+
+            # Before any model call: no cost yet, the budget.
+            cost = page.locator('#baton-workflow [data-role="cost"]')
+            expect(cost).to_have_text("—")
+            expect(page.locator('#baton-workflow [data-role="budget"]')).to_have_text("of $2.00")
+            expect(page.locator('#baton-workflow [data-role="reason-fact"]')).to_be_hidden()
+
+            # The formatting in the page is the server's, digit for digit.
+            formatted = page.evaluate(
+                "(cases) => cases.map(([c, u]) => window.batonLive.formatCost(c, u))",
+                FORMAT_CASES,
+            )
+            assert formatted == [
+                format_usd(None if c is None else Decimal(c), u) for c, u in FORMAT_CASES
+            ]
+
+            # The list, open in another tab while the workflow runs.
+            listing = context.new_page()
+            listing.on("pageerror", lambda error: errors.append(str(error)))
+            listing.goto(live_server_url + list_path)
+            listing.wait_for_selector('body[data-socket="live"][data-snapshot="received"]')
+            row = listing.locator(f'tr[data-workflow-id="{workflow.pk}"]')
+            expect(row.locator('[data-role="cost"]')).to_have_text("—")
+            listing.evaluate("() => { window.batonNoReload = true; }")
+            # A background tab's animation frames are throttled, and clicks wait for them.
+            page.bring_to_front()
+
+            page.evaluate(COST_OBSERVER)
+            off_loop(
+                start_worker,
+                concurrency=1,
+                queues=["default", "llm"],
+                env={"BATON_TEST_BROADCAST": "1"},
+            )
+
+            header = page.locator('[data-role="workflow-state"]')
+            expect(header).to_have_text("completed")
+            final = off_loop(Workflow.objects.get, pk=workflow.pk)
+            steps = off_loop(
+                lambda: {s.name: s for s in Step.objects.filter(workflow_id=workflow.pk)}
+            )
+            assert final.cost_usd is not None and final.unpriced_calls == 1
+            total = format_usd(final.cost_usd, final.unpriced_calls)
+            expect(cost).to_have_text(total)
+            expect(cost).to_have_attribute("data-cost-usd", decimal_text(final.cost_usd) or "")
+            assert Decimal(cost.get_attribute("data-cost-usd") or "") == final.cost_usd
+
+            # Updated live from each completion's event, while the workflow still ran.
+            seen = page.evaluate("window.batonCosts")
+            changes = [entry for i, entry in enumerate(seen) if i == 0 or entry != seen[i - 1]]
+            draft = steps["draft"].cost_usd
+            assert draft is not None
+            assert [text for _, text in changes] == [
+                "—",
+                format_usd(draft),
+                format_usd(draft, 1),
+                total,
+                total,  # the same total, now with the state completed
+            ], seen
+            assert [state for state, _ in changes] == ["executing"] * 4 + ["completed"], seen
+            assert page.evaluate("window.batonNoReload") is True
+
+            # Each step's cost: in its node's title and its detail.
+            for name, step in steps.items():
+                node = page.locator(f'[data-step="{name}"]')
+                expect(node.locator("title")).to_have_text(
+                    f"{name} · cost {format_usd(step.cost_usd, step.unpriced_calls)}"
+                )
+            page.click('[data-step="review"]')
+            expect(page.locator('#baton-detail [data-field="cost"]')).to_have_text("unknown")
+            page.click('[data-step="polish"]')
+            expect(page.locator('#baton-detail [data-field="cost"]')).to_have_text(
+                format_usd(steps["polish"].cost_usd)
+            )
+            page.screenshot(path=str(SCREENSHOT.with_name("baton-live-costs.png")))
+            page.close()
+
+            # The list's cost column followed too, without a reload.
+            listing.bring_to_front()
+            expect(row.locator('[data-role="state"]')).to_have_text("completed")
+            expect(row.locator('[data-role="cost"]')).to_have_text(total)
+            assert listing.evaluate("window.batonNoReload") is True
+            # And a fresh list renders the same on the server.
+            listing.reload()
+            expect(row.locator('[data-role="cost"]')).to_have_text(total)
+            listing.screenshot(path=str(SCREENSHOT.with_name("baton-live-list-costs.png")))
+            assert errors == []
         finally:
             browser.close()

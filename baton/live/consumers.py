@@ -7,12 +7,17 @@ highest ``version`` and drops it) or newer than it.
 
 Messages sent to the browser (JSON):
 - workflow socket: ``{"type": "snapshot", "workflow": {...}, "steps": [...]}`` first, then
-  ``{"type": "step", "step": {...}}`` and ``{"type": "workflow", "workflow": {...}}``; on
+  ``{"type": "step", "step": {...}}`` (with ``workflow_cost_usd`` and
+  ``workflow_unpriced_calls``, the workflow's running totals, when that transition
+  recorded model calls) and ``{"type": "workflow", "workflow": {...}}``; on
   ``{"action": "detail", "step_id": N}`` it answers ``{"type": "detail", "step": {...}}``.
 - list socket: ``{"type": "workflows", "workflows": [...], "snapshot": bool}``; events
   only mark a workflow as changed, and its summary is re-read at most every
   ``LIST_REFRESH_SECONDS`` (one query for all changed workflows), so a busy workflow costs
-  the list a query per interval, not one per transition.
+  the list a query per interval, not one per transition. Summaries carry the workflow's
+  cost, so a transition's new totals reach the list with that same re-read.
+- Money fields (``cost_usd``, ``budget_usd``, ``workflow_cost_usd``) are decimal strings
+  or null, never floats (baton.broadcast.decimal_text).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from baton.broadcast import WORKFLOW_LIST_GROUP, step_payload, workflow_group, w
 from baton.live.views import WORKFLOWS_PER_PAGE, can_view, workflow_snapshot
 from baton.models import Step, Workflow
 
+WORKFLOW_TOTALS = ("workflow_cost_usd", "workflow_unpriced_calls")
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 LIST_REFRESH_SECONDS = 0.5
@@ -76,7 +82,11 @@ class WorkflowConsumer(_LiveConsumer):
         if event.get("workflow_id") != str(self.workflow_id):
             return
         if event.get("event") == "step":
-            await self.send_json({"type": "step", "step": event["step"]})
+            message: dict[str, Any] = {"type": "step", "step": event["step"]}
+            for key in WORKFLOW_TOTALS:  # when the transition recorded model calls
+                if key in event:
+                    message[key] = event[key]
+            await self.send_json(message)
         elif event.get("event") == "workflow":
             await self.send_json({"type": "workflow", "workflow": event["workflow"]})
 

@@ -23,8 +23,8 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from baton.broadcast import step_payload, workflow_payload
-from baton.display import format_seconds
+from baton.broadcast import decimal_text, step_payload, workflow_payload
+from baton.display import format_seconds, format_usd
 from baton.graph.states import TERMINAL_STEP_STATES, StepState, WorkflowState
 from baton.live.layout import layout
 from baton.models import Step, StepDependency, Workflow
@@ -45,6 +45,18 @@ MARGIN = 16
 NAME_CHARS = 22  # characters of a step name drawn in its node; the full name is its title
 SOCKET_PREFIX = "/ws/baton/workflows/"
 EMPTY = "—"
+
+# What the page reads of each step to draw it.
+DRAWN_STEP_FIELDS = (
+    "id",
+    "name",
+    "state",
+    "version",
+    "attempt",
+    "max_attempts",
+    "cost_usd",
+    "unpriced_calls",
+)
 
 # The legend, in the order a step usually moves through them.
 STEP_STATES = [state.value for state in StepState]
@@ -104,6 +116,8 @@ def step_snapshot(workflow_id: Any) -> list[dict[str, Any]]:
         "started_at",
         "finished_at",
         "reason",
+        "cost_usd",
+        "unpriced_calls",
     )
     payloads = []
     for step in steps:
@@ -129,11 +143,19 @@ def _short(name: str) -> str:
     return name if len(name) <= NAME_CHARS else name[: NAME_CHARS - 1] + "…"
 
 
+def node_title(step: Step) -> str:
+    """A node's tooltip: its full name, and its cost once it made model calls."""
+    if step.cost_usd is None and not step.unpriced_calls:
+        return step.name
+    return f"{step.name} · cost {format_usd(step.cost_usd, step.unpriced_calls)}"
+
+
 @dataclass(frozen=True)
 class DrawnNode:
     id: int
     name: str
     label: str
+    title: str
     state: str
     version: int
     attempt: int
@@ -172,6 +194,7 @@ def draw(steps: list[Step], edges: list[tuple[int, int]]) -> Drawing:
                 id=step.id,
                 name=step.name,
                 label=_short(step.name),
+                title=node_title(step),
                 state=step.state,
                 version=step.version,
                 attempt=step.attempt,
@@ -215,6 +238,8 @@ def workflow_list(request: HttpRequest) -> HttpResponse:
             "done": workflow.step_count - workflow.unfinished_steps,
             "percent": round(100 * workflow.progress),
             "duration": workflow_duration(workflow, now),
+            "cost": format_usd(workflow.cost_usd, workflow.unpriced_calls),
+            "cost_usd": decimal_text(workflow.cost_usd) or "",
         }
         for workflow in page.object_list
     ]
@@ -241,11 +266,7 @@ def workflow_detail(request: HttpRequest, workflow_id: Any) -> HttpResponse:
     if refused is not None:
         return refused
     workflow = get_object_or_404(Workflow, pk=workflow_id)
-    steps = list(
-        Step.objects.filter(workflow=workflow)
-        .order_by("id")
-        .only("id", "name", "state", "version", "attempt", "max_attempts")
-    )
+    steps = list(Step.objects.filter(workflow=workflow).order_by("id").only(*DRAWN_STEP_FIELDS))
     edges = list(
         StepDependency.objects.filter(workflow=workflow)
         .order_by("id")
@@ -268,7 +289,9 @@ def workflow_detail(request: HttpRequest, workflow_id: Any) -> HttpResponse:
             "done": done,
             "total": len(steps),
             "duration": workflow_duration(workflow),
-            "cost": EMPTY,
+            "cost": format_usd(workflow.cost_usd, workflow.unpriced_calls),
+            "cost_usd": decimal_text(workflow.cost_usd) or "",
+            "budget": (format_usd(workflow.budget_usd) if workflow.budget_usd is not None else ""),
             "config": config,
             "step_states": STEP_STATES,
             "node_width": NODE_WIDTH,

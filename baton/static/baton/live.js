@@ -1,7 +1,9 @@
 /* baton live pages: apply a snapshot, then deltas, from the page's WebSocket.
  *
  * Plain JavaScript, no build step. Everything that came from users (workflow and step
- * names, reasons, errors) is written with textContent, never as HTML.
+ * names, reasons, errors) is written with textContent, never as HTML. Money arrives as
+ * decimal strings ("0.000354", or null for unknown) and is formatted from its digits,
+ * never through a float (as baton.display.format_usd formats it on the server).
  */
 (function () {
   "use strict";
@@ -37,6 +39,99 @@
     }
     return minutes + "m " + pad(secs) + "s";
   }
+
+  /* ------------------------------------------------------------------------- money */
+  var DECIMAL = /^(-?)([0-9]*)(?:\.([0-9]*))?$/;
+
+  /* "0.000354" -> {sign: "", whole: "", fraction: "000354"}: no leading zeros in whole,
+   * no trailing zeros in fraction; null if the text is not a plain decimal. */
+  function decimalParts(text) {
+    var match = DECIMAL.exec(String(text));
+    if (!match || (match[2] === "" && !match[3])) {
+      return null;
+    }
+    return {
+      sign: match[1],
+      whole: match[2].replace(/^0+/, ""),
+      fraction: (match[3] || "").replace(/0+$/, ""),
+    };
+  }
+
+  /* Compares two non-negative decimal strings exactly: -1, 0 or 1. */
+  function compareDecimal(a, b) {
+    var x = decimalParts(a);
+    var y = decimalParts(b);
+    if (!x || !y) {
+      return 0;
+    }
+    if (x.whole.length !== y.whole.length) {
+      return x.whole.length < y.whole.length ? -1 : 1;
+    }
+    var width = Math.max(x.fraction.length, y.fraction.length);
+    var left = x.whole + x.fraction + "0".repeat(width - x.fraction.length);
+    var right = y.whole + y.fraction + "0".repeat(width - y.fraction.length);
+    return left === right ? 0 : left < right ? -1 : 1;
+  }
+
+  /* Rounds a decimal's digits half up to `places` decimals: ["12", "35"]. */
+  function roundDigits(parts, places) {
+    var fraction = parts.fraction + "0".repeat(Math.max(0, places + 1 - parts.fraction.length));
+    var scaled = BigInt((parts.whole || "0") + fraction.slice(0, places));
+    if (fraction.charAt(places) >= "5") {
+      scaled += BigInt(1);
+    }
+    var digits = scaled.toString();
+    if (digits.length <= places) {
+      digits = "0".repeat(places + 1 - digits.length) + digits;
+    }
+    return [digits.slice(0, digits.length - places), digits.slice(digits.length - places)];
+  }
+
+  function thousands(whole) {
+    return whole.replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+  }
+
+  /* As baton.display.format_usd: a dollar or more (or zero) in cents with thousands
+   * separators ("$1,234.50"); less keeps three significant digits, so a fraction of a
+   * cent never reads as "$0.00" ("$0.000021"). Rounded half up, on the digits. */
+  function formatDollars(text) {
+    var parts = decimalParts(text);
+    if (!parts) {
+      return "$" + text;
+    }
+    var first = (parts.whole + parts.fraction).search(/[1-9]/);
+    if (first < 0 || parts.whole.length) {
+      var cents = roundDigits(parts, 2);
+      return parts.sign + "$" + thousands(cents[0]) + "." + cents[1];
+    }
+    /* Below a dollar: the first significant digit is at 10^-(first + 1). */
+    var places = Math.max(2, 2 + first + 1);
+    var rounded = roundDigits(parts, places);
+    var fraction = rounded[1].replace(/0+$/, "");
+    while (fraction.length < 2) {
+      fraction += "0";
+    }
+    return parts.sign + "$" + rounded[0] + "." + fraction;
+  }
+
+  /* "$0.000354"; "unknown" (only unpriced calls); "$0.000354 + 2 unpriced"; "—" (none). */
+  function formatCost(cost, unpricedCalls) {
+    var unpriced = Number(unpricedCalls) || 0;
+    if (cost === null || cost === undefined) {
+      return unpriced ? "unknown" : "—";
+    }
+    if (unpriced) {
+      return formatDollars(cost) + " + " + thousands(String(unpriced)) + " unpriced";
+    }
+    return formatDollars(cost);
+  }
+
+  /* For tests and the console: the page formats money exactly as the server does. */
+  window.batonLive = {
+    formatCost: formatCost,
+    formatDollars: formatDollars,
+    compareDecimal: compareDecimal,
+  };
 
   function duration(startIso, endIso) {
     if (!startIso) {
@@ -118,13 +213,21 @@
     var progressText = header.querySelector('[data-role="progress"]');
     var progressBar = header.querySelector('[data-role="bar"]');
     var durationText = header.querySelector('[data-role="duration"]');
+    var costText = header.querySelector('[data-role="cost"]');
+    var budgetText = header.querySelector('[data-role="budget"]');
+    var reasonFact = header.querySelector('[data-role="reason-fact"]');
+    var reasonText = header.querySelector('[data-role="reason"]');
     var detail = document.getElementById("baton-detail");
+    /* The workflow's running totals: both only grow, so the highest seen is the newest
+     * (events from several workers may cross). */
+    var totals = { cost: null, unpriced: 0 };
 
     Array.prototype.forEach.call(document.querySelectorAll("#baton-graph .node"), function (element) {
       var node = {
         id: Number(element.getAttribute("data-step-id")),
         element: element,
         stateText: element.querySelector(".state"),
+        title: element.querySelector("title"),
         state: element.getAttribute("data-state"),
         version: Number(element.getAttribute("data-version")) || 0,
         step: { name: element.getAttribute("data-step"), state: element.getAttribute("data-state") },
@@ -159,18 +262,55 @@
       durationText.textContent = duration(workflow.created_at, workflow.finished_at);
     }
 
+    function applyTotals(cost, unpricedCalls) {
+      var unpriced = Number(unpricedCalls) || 0;
+      if (cost !== null && cost !== undefined &&
+          (totals.cost === null || compareDecimal(cost, totals.cost) > 0)) {
+        totals.cost = String(cost);
+      }
+      totals.unpriced = Math.max(totals.unpriced, unpriced);
+      costText.textContent = formatCost(totals.cost, totals.unpriced);
+      costText.setAttribute("data-cost-usd", totals.cost === null ? "" : totals.cost);
+    }
+
     function applyWorkflow(summary) {
       workflow = summary;
       stateBadge.setAttribute("data-state", summary.state);
       stateBadge.textContent = summary.state;
       header.setAttribute("data-state", summary.state);
+      applyTotals(summary.cost_usd, summary.unpriced_calls);
+      if (summary.budget_usd !== null && summary.budget_usd !== undefined) {
+        budgetText.textContent = "of " + formatDollars(summary.budget_usd);
+        budgetText.hidden = false;
+      } else {
+        budgetText.hidden = true;
+      }
+      reasonText.textContent = summary.reason || "";
+      reasonFact.hidden = !summary.reason;
       renderDuration();
+    }
+
+    function nodeTitle(step) {
+      var unpriced = Number(step.unpriced_calls) || 0;
+      if ((step.cost_usd === null || step.cost_usd === undefined) && !unpriced) {
+        return step.name;
+      }
+      return step.name + " · cost " + formatCost(step.cost_usd, unpriced);
     }
 
     /* Keep each step's highest version: events from several workers may cross. */
     function applyStep(step) {
       var node = nodes.get(step.id);
-      if (!node || !(step.version > node.version)) {
+      if (!node) {
+        return false;
+      }
+      if (step.version === node.version && node.step.id === undefined) {
+        /* The snapshot of a step the page drew at this version: keep its fields. */
+        node.step = step;
+        node.title.textContent = nodeTitle(step);
+        return false;
+      }
+      if (!(step.version > node.version)) {
         return false;
       }
       var wasDone = Boolean(TERMINAL[node.state]);
@@ -180,6 +320,7 @@
       node.element.setAttribute("data-state", step.state);
       node.element.setAttribute("data-version", String(step.version));
       node.stateText.textContent = stateLabel(step);
+      node.title.textContent = nodeTitle(step);
       done += (TERMINAL[step.state] ? 1 : 0) - (wasDone ? 1 : 0);
       if (selected === node) {
         fillDetail(Object.assign({}, node.detail || {}, step));
@@ -195,6 +336,8 @@
         started_at: formatTime(step.started_at),
         finished_at: formatTime(step.finished_at),
         duration: step.started_at ? duration(step.started_at, step.finished_at) : "—",
+        cost: step.unpriced_calls === undefined ? "—"
+          : formatCost(step.cost_usd, step.unpriced_calls),
         task_name: step.task_name || "—",
         reason: step.reason || "—",
         last_error: step.last_error || "—",
@@ -238,6 +381,9 @@
           if (applyStep(data.step)) {
             renderProgress();
           }
+          if ("workflow_unpriced_calls" in data || "workflow_cost_usd" in data) {
+            applyTotals(data.workflow_cost_usd, data.workflow_unpriced_calls);
+          }
         } else if (data.type === "workflow") {
           applyWorkflow(data.workflow);
         } else if (data.type === "detail") {
@@ -258,6 +404,7 @@
     });
 
     renderProgress();
+    applyTotals(workflow.cost_usd, workflow.unpriced_calls);
     window.setInterval(function () {
       if (!workflow.finished_at) {
         renderDuration();
@@ -312,6 +459,7 @@
       time.textContent = formatTime(summary.created_at);
       cell(row).appendChild(time);
       cell(row).setAttribute("data-role", "duration");
+      cell(row, "—").setAttribute("data-role", "cost");
       row.classList.add("fresh");
       return row;
     }
@@ -364,6 +512,9 @@
       var bar = row.querySelector('[data-role="bar"]');
       bar.max = summary.step_count;
       bar.value = doneSteps;
+      var cost = row.querySelector('[data-role="cost"]');
+      cost.textContent = formatCost(summary.cost_usd, summary.unpriced_calls);
+      cost.setAttribute("data-cost-usd", summary.cost_usd || "");
       renderRow(row);
     }
 
