@@ -364,3 +364,23 @@ class DebugRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} of step {self.step_id} (attempt {self.attempt})"
+
+
+class WorkerRegistration(models.Model):
+    """What a `manage.py baton worker` listens on, beside Procrastinate's own row for it
+    (procrastinate_workers: id and heartbeat only), so that baton can tell which queues
+    have a live worker (baton.explain). Written when the worker registers."""
+
+    # Procrastinate's worker id; the row is live while that worker's heartbeat is.
+    worker_id = models.BigIntegerField(primary_key=True)
+    name = models.CharField(max_length=200, blank=True, default="")
+    hostname = models.CharField(max_length=255, blank=True, default="")
+    pid = models.IntegerField(null=True, blank=True)
+    # Empty: every queue.
+    queues = models.JSONField(default=list, blank=True)
+    concurrency = models.PositiveIntegerField(default=1)
+    started_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        queues = ", ".join(self.queues) or "all queues"
+        return f"worker {self.worker_id} ({queues})"

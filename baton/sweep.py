@@ -40,6 +40,7 @@ from baton.execution.advance import (
 )
 from baton.execution.deferrer import database_alias, defer_jobs, job_manager
 from baton.execution.step import registry
+from baton.explain import stranded_queues
 from baton.graph.states import StepState, WorkflowState
 from baton.models import DebugRecord, LLMUsage, Step
 
@@ -64,6 +65,8 @@ class SweepReport:
     workflows_finished: int = 0
     workflows_pruned: int = 0
     debug_records_pruned: int = 0
+    # Queues with available steps and no live worker listening (baton.explain).
+    stranded: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -116,10 +119,24 @@ def sweep(
         if isinstance(prune_after, datetime.timedelta):
             report.workflows_pruned = prune_workflows(prune_after, batch_size=batch_size)
         report.debug_records_pruned = prune_debug_records(baton_settings.DEBUG_MAX_AGE)
+        _forget_gone_workers(alias)
+        for stranded in stranded_queues():
+            report.stranded.append(stranded.queue)
+            logger.warning("baton: %s", stranded.sentence())
     report.seconds = time.monotonic() - started
     log = logger.warning if (report.rescued or report.discarded) else logger.info
     log(report.summary())
     return report
+
+
+def _forget_gone_workers(alias: str) -> None:
+    """Registrations of workers whose Procrastinate row is gone (stopped, or pruned as
+    stalled): they listen on nothing any more."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM baton_workerregistration r WHERE NOT EXISTS "
+            "(SELECT FROM procrastinate_workers w WHERE w.id = r.worker_id)"
+        )
 
 
 def _retry_stalled_jobs(alias: str, seconds: float, report: SweepReport) -> None:

@@ -23,7 +23,10 @@ connection. BatonWorker retries those instead (see `_connection_lost`).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import socket
 import typing
 from typing import Any
 
@@ -67,8 +70,38 @@ class _StickyEvent(asyncio.Event):
             super().clear()
 
 
+# What a registered worker listens on, beside Procrastinate's row for it (id, heartbeat).
+_REGISTER_SQL = """
+INSERT INTO baton_workerregistration
+       (worker_id, name, hostname, pid, queues, concurrency, started_at)
+VALUES (%(worker_id)s, %(name)s, %(hostname)s, %(pid)s, %(queues)s::jsonb, %(concurrency)s,
+        now())
+ON CONFLICT (worker_id) DO NOTHING
+"""
+
+
 class _ClaimingJobManager(procrastinate_manager.JobManager):
-    """Procrastinate's job manager whose fetch also claims the fetched job's step."""
+    """Procrastinate's job manager whose fetch also claims the fetched job's step, and
+    whose worker registration also says which queues the worker listens on."""
+
+    #: Set by BatonWorker before it registers: name, queues, concurrency.
+    registration: dict[str, Any] | None = None
+
+    async def register_worker(self) -> int:
+        worker_id: int = await super().register_worker()
+        if self.registration is not None:
+            try:
+                await self.connector.execute_query_async(
+                    query=_REGISTER_SQL,
+                    worker_id=worker_id,
+                    hostname=socket.gethostname(),
+                    pid=os.getpid(),
+                    **self.registration,
+                )
+            except procrastinate_exceptions.ConnectorException:
+                # Only what baton.explain says about queues depends on it.
+                logger.warning("baton worker: could not record its queues", exc_info=True)
+        return worker_id
 
     async def fetch_job(self, queues: Any, worker_id: int) -> procrastinate_jobs.Job | None:
         from baton.execution import advance
@@ -92,7 +125,12 @@ class BatonWorker(procrastinate_worker.Worker):
         self._new_job_event = _StickyEvent()
         # Only its fetch differs from Procrastinate's job manager (the command gives the
         # worker an app of its own, made with with_connector).
-        self.app.job_manager = _ClaimingJobManager(self.app.connector)
+        self.app.job_manager = manager = _ClaimingJobManager(self.app.connector)
+        manager.registration = {
+            "name": self.worker_name or "",
+            "queues": json.dumps(list(self.queues or [])),
+            "concurrency": self.concurrency,
+        }
 
     def _wake(self) -> None:
         self._new_job_event.set()
