@@ -5,7 +5,7 @@ Models are not imported here (that would break app loading): use baton.models.
 
 from typing import TYPE_CHECKING, Any
 
-from baton.exceptions import BatonError, InvalidWorkflow, ResultUnavailable
+from baton.exceptions import BatonError, InvalidWorkflow, ResultUnavailable, WorkflowExists
 from baton.execution.outcomes import Discard, Error, Snooze
 from baton.graph.spec import StepSpec
 
@@ -28,6 +28,7 @@ __all__ = [
     "Snooze",
     "Step",
     "StepSpec",
+    "WorkflowExists",
     "get_all_results",
     "get_result",
     "model_for",
@@ -43,6 +44,8 @@ def new(
     ignore_discarded: bool = False,
     debug: bool = False,
     budget_usd: Any = None,
+    unique_key: str | None = None,
+    on_conflict: str = "return",
 ) -> Any:
     """Start building a workflow: chain .add(...) / .add_many(...), then .insert()."""
     from baton.execution.builder import WorkflowBuilder
@@ -54,6 +57,8 @@ def new(
         ignore_discarded=ignore_discarded,
         debug=debug,
         budget_usd=budget_usd,
+        unique_key=unique_key,
+        on_conflict=on_conflict,
     )
 
 

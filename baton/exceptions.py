@@ -21,6 +21,18 @@ class InvalidWorkflow(BatonError):
         super().__init__(f"Invalid workflow ({len(self.errors)} problem(s)):\n{lines}")
 
 
+class WorkflowExists(BatonError):
+    """A workflow with this unique key is already executing."""
+
+    def __init__(self, unique_key: str, workflow_id: object) -> None:
+        self.unique_key = unique_key
+        #: The id of the executing workflow that holds the key.
+        self.workflow_id = workflow_id
+        super().__init__(
+            f"a workflow with unique_key {unique_key!r} is already executing ({workflow_id})"
+        )
+
+
 class ResultUnavailable(BatonError):
     """The result of a dependency is not available."""
 
@@ -31,7 +43,11 @@ class ResultUnavailable(BatonError):
         self.name = name
         self.reason = reason
         explanation = {
-            self.NOT_A_DEP: "it is not declared as a dependency of this step",
+            self.NOT_A_DEP: (
+                "it is not a direct dependency of this step; add it to the step's deps "
+                "to read its result (a step reads only the results of its own deps, "
+                "even when the step is an ancestor further up)"
+            ),
             self.NO_RESULT: "it stored no result (returned None, or failed and was ignored)",
         }.get(reason, reason)
         super().__init__(f"No result for {name!r}: {explanation}")

@@ -55,6 +55,9 @@ class Workflow(models.Model):
     unfinished_steps = models.IntegerField(default=0)
     # Names of the steps that ended discarded or cancelled, for the outcome.
     failed_steps = models.JSONField(default=list, blank=True)
+    # While the workflow executes, no other executing workflow has the same key
+    # (baton_wf_unique_key_executing); a finished one no longer holds it.
+    unique_key = models.CharField(max_length=255, null=True, blank=True)
     # Why the workflow failed, beyond its failed steps ("budget exceeded: ...").
     reason = models.TextField(blank=True, default="", db_default="")
     # The ledger's running totals (baton.llm), kept by the statements that record usage:
@@ -78,6 +81,11 @@ class Workflow(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=Q(unfinished_steps__gte=0), name="baton_wf_unfinished_gte_0"
+            ),
+            models.UniqueConstraint(
+                fields=["unique_key"],
+                condition=Q(state=WorkflowState.EXECUTING) & Q(unique_key__isnull=False),
+                name="baton_wf_unique_key_executing",
             ),
         ]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.db import connections, transaction
 
-from baton.exceptions import BatonError
+from baton.exceptions import BatonError, WorkflowExists
 from baton.execution.advance import STEP_COLUMNS, Announcements, enqueue, steps_from_rows
 from baton.execution.deferrer import database_alias
 from baton.graph.states import StepState, WorkflowState
@@ -156,9 +156,23 @@ def retry_workflow(workflow: Workflow, steps: Sequence[str] | None = None) -> in
     alias = database_alias()
     ann = Announcements(alias)
     with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
-        cursor.execute("SELECT state FROM baton_workflow WHERE id = %s FOR UPDATE", [workflow.pk])
-        if cursor.fetchone() is None:
+        cursor.execute(
+            "SELECT state, unique_key FROM baton_workflow WHERE id = %s FOR UPDATE", [workflow.pk]
+        )
+        row = cursor.fetchone()
+        if row is None:
             return 0
+        state, unique_key = row
+        if unique_key is not None and state != WorkflowState.EXECUTING:
+            # Executing again would take the key back; another workflow may hold it now
+            # (the partial unique index refuses a race that slips past this check).
+            cursor.execute(
+                "SELECT id FROM baton_workflow WHERE unique_key = %s AND state = %s",
+                [unique_key, WorkflowState.EXECUTING.value],
+            )
+            holder = cursor.fetchone()
+            if holder is not None:
+                raise WorkflowExists(unique_key, holder[0])
         only = None if steps is None else _retry_selection(cursor, workflow, list(steps))
         # deps_pending counts every dependency that is not completed: the ones being
         # retried here are discarded or cancelled in this statement's snapshot.

@@ -14,7 +14,7 @@ from typing import Any
 from django.db import connections, transaction
 
 from baton import broadcast
-from baton.exceptions import InvalidWorkflow
+from baton.exceptions import InvalidWorkflow, WorkflowExists
 from baton.execution.deferrer import JobRequest, database_alias, defer_jobs
 from baton.execution.step import is_registered, option_problems, registry
 from baton.graph.builder import WorkflowGraph
@@ -66,6 +66,39 @@ def _step_options(task_name: str, overrides: Mapping[str, Any]) -> dict[str, Any
     return options
 
 
+def _insert_unless_held(workflow: Workflow, alias: str) -> Workflow | None:
+    """Insert the workflow row unless an executing workflow holds its unique key; then
+    return that one. The partial unique index decides: a concurrent insert of the same
+    key waits for ours to commit or roll back, so two never both win."""
+    fields = [f for f in Workflow._meta.concrete_fields if f.attname not in ("created_at",)]
+    columns = ", ".join(f'"{f.column}"' for f in fields)
+    values = [f.get_db_prep_save(getattr(workflow, f.attname), connections[alias]) for f in fields]
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO baton_workflow ({columns}, created_at)
+            VALUES ({", ".join(["%s"] * len(fields))}, now())
+            ON CONFLICT (unique_key) WHERE state = %s AND unique_key IS NOT NULL DO NOTHING
+            RETURNING created_at
+            """,
+            [*values, WorkflowState.EXECUTING.value],
+        )
+        row = cursor.fetchone()
+    if row is not None:
+        workflow.created_at = row[0]
+        workflow._state.adding = False
+        workflow._state.db = alias
+        return None
+    holder = (
+        Workflow.objects.using(alias)
+        .filter(unique_key=workflow.unique_key, state=WorkflowState.EXECUTING)
+        .first()
+    )
+    if holder is None:  # it finished in between: try once more
+        return _insert_unless_held(workflow, alias)
+    return holder
+
+
 def insert_graph(graph: WorkflowGraph) -> Workflow:
     graph.validate(is_registered)
     upstream_of = graph.edges()
@@ -77,7 +110,7 @@ def insert_graph(graph: WorkflowGraph) -> Workflow:
     with transaction.atomic(using=alias):
         if Workflow.objects.using(alias).filter(pk=graph.workflow_id).exists():
             raise InvalidWorkflow([f"a workflow with id {graph.workflow_id} already exists"])
-        workflow = Workflow.objects.using(alias).create(
+        workflow = Workflow(
             id=graph.workflow_id,
             name=graph.workflow_name,
             state=WorkflowState.EXECUTING,
@@ -85,9 +118,18 @@ def insert_graph(graph: WorkflowGraph) -> Workflow:
             ignore_discarded=graph.ignore_discarded,
             debug=graph.debug,
             budget_usd=graph.budget_usd,
+            unique_key=graph.unique_key,
             step_count=len(graph.nodes),
             unfinished_steps=len(graph.nodes),
         )
+        if graph.unique_key is None:
+            workflow.save(using=alias, force_insert=True)
+        else:
+            holder = _insert_unless_held(workflow, alias)
+            if holder is not None:
+                if graph.on_conflict == "raise":
+                    raise WorkflowExists(graph.unique_key, holder.pk)
+                return holder
         with connections[alias].cursor() as cursor:
             # Ids first, so that root jobs and edges can name steps before they exist.
             cursor.execute(

@@ -17,6 +17,8 @@ from baton.graph.validate import expand_deps, find_problems
 
 MODEL_ARG = "workflow_model"
 MAX_WORKFLOW_NAME_LENGTH = 200
+MAX_UNIQUE_KEY_LENGTH = 255
+ON_CONFLICT = ("return", "raise")
 
 
 class StepClass(Protocol):
@@ -78,6 +80,8 @@ class WorkflowGraph:
         ignore_discarded: bool = False,
         debug: bool = False,
         budget_usd: Decimal | int | str | None = None,
+        unique_key: str | None = None,
+        on_conflict: str = "return",
     ) -> None:
         self.workflow_name = workflow_name
         self.workflow_id = uuid.UUID(str(workflow_id)) if workflow_id else uuid.uuid4()
@@ -85,6 +89,10 @@ class WorkflowGraph:
         self.ignore_discarded = ignore_discarded
         self.debug = debug
         self.budget_usd = _as_decimal(budget_usd)
+        #: While a workflow with this key is executing, insert() returns it (on_conflict
+        #: "return") or raises baton.WorkflowExists ("raise") instead of inserting.
+        self.unique_key = unique_key
+        self.on_conflict = on_conflict
         self.nodes: list[NodeSpec] = []
         self._problems: list[str] = []
 
@@ -201,6 +209,20 @@ class WorkflowGraph:
         if not self.nodes:
             problems.append("a workflow needs at least one step")
         problems.extend(_budget_problems(self.budget_usd))
+        if self.unique_key is not None and (
+            not isinstance(self.unique_key, str)
+            or not self.unique_key.strip()
+            or len(self.unique_key) > MAX_UNIQUE_KEY_LENGTH
+        ):
+            problems.append(
+                f"unique_key must be None or a non-empty string of at most "
+                f"{MAX_UNIQUE_KEY_LENGTH} characters, got {self.unique_key!r:.80}"
+            )
+        if self.on_conflict not in ON_CONFLICT:
+            problems.append(
+                f"on_conflict must be one of {', '.join(map(repr, ON_CONFLICT))}, "
+                f"got {self.on_conflict!r}"
+            )
         return problems + find_problems(self.nodes, is_registered)
 
     def validate(self, is_registered: Callable[[str], bool] | None = None) -> None:
