@@ -30,6 +30,7 @@ from procrastinate import sql as procrastinate_sql
 
 from baton import signals
 from baton.conf import settings as baton_settings
+from baton.execution import upstream
 from baton.execution.advance import (
     STEP_COLUMNS,
     Announcements,
@@ -49,7 +50,7 @@ S = StepState
 
 # Key of the advisory lock that keeps sweeps from running concurrently ("baton" in hex).
 _SWEEP_LOCK_KEY = 0x626174_6F6E
-_FINISHED_JOB = ("succeeded", "failed", "cancelled", "aborted")
+_FINISHED_JOB = upstream.FINISHED_JOB_STATUSES
 DEFAULT_SECONDS_SINCE_HEARTBEAT = 30.0
 _USAGE_TABLE = LLMUsage._meta.db_table
 _DEBUG_TABLE = DebugRecord._meta.db_table
@@ -144,7 +145,7 @@ def _retry_stalled_jobs(alias: str, seconds: float, report: SweepReport) -> None
     manager = job_manager()
     connector = manager.connector.get_sync_connector()
     rows = connector.execute_query_all(
-        query=procrastinate_sql.queries["select_stalled_jobs_by_heartbeat"],
+        query=procrastinate_sql.queries[upstream.STALLED_JOBS_QUERY],
         queue=None,
         task_name=None,
         seconds_since_heartbeat=seconds,
@@ -177,7 +178,7 @@ def _retry_stalled_jobs(alias: str, seconds: float, report: SweepReport) -> None
                 # worker died): close it so it stops looking stalled.
                 end = "succeeded" if step_row and step_row[0] == S.COMPLETED else "failed"
                 cursor.execute(
-                    "SELECT procrastinate_finish_job_v1(%s, %s::procrastinate_job_status, false)",
+                    f"SELECT {upstream.FINISH_JOB}",
                     [row["id"], end],
                 )
                 report.stale_jobs_closed += 1

@@ -358,3 +358,12 @@ def test_completion_reads_no_more_rows_when_many_steps_wait_elsewhere(clean_jobs
     # The step itself, its three dependents, the workflow row: a handful, not 3,000.
     assert read.get("baton_step", 0) <= 10, read
     assert read.get("baton_stepdependency", 0) <= 10, read
+
+
+def test_the_per_step_statements_fit_psycopg_s_query_cache() -> None:
+    """psycopg converts a query's placeholders once and caches it, for queries up to
+    MAX_CACHED_STATEMENT_LENGTH; a longer one is converted again at every step."""
+    from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH
+
+    for name in ("_CLAIM_SQL", "_COMPLETE_SQL", "_COMPLETE_WITH_CALLS_SQL", "FETCH_AND_CLAIM_SQL"):
+        assert len(getattr(advance, name)) <= MAX_CACHED_STATEMENT_LENGTH, name

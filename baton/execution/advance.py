@@ -30,7 +30,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from baton import signals
-from baton.execution import local_worker
+from baton.execution import local_worker, upstream
 from baton.execution.deferrer import JobRequest, database_alias, defer_jobs, may_prepare
 from baton.graph.states import StepState, WorkflowState, can_transition
 from baton.llm.ledger import Call, Totals, calls_json
@@ -207,15 +207,12 @@ _CLAIM_SQL = (
     + f"RETURNING {STEP_COLUMNS}, old.old_state, "
     + ", ".join(f"w.{column}" for column in _WORKFLOW_AT_CLAIM)
 )
-# Procrastinate's fetch_job query (procrastinate_fetch_job_v2, Procrastinate 3.x), and the
-# claim of the step named by the fetched job's args, in one autocommit statement. Only
+# Procrastinate's fetch (upstream.FETCH_JOB), and the claim of the step named by the
+# fetched job's args, in one autocommit statement. Only
 # the step's own job can claim it (the job_id fence), so other tasks' jobs claim nothing;
 # their columns come back NULL.
 FETCH_AND_CLAIM_SQL = f"""
-WITH job AS (
-    SELECT id, status, task_name, priority, lock, queueing_lock, args, scheduled_at,
-           queue_name, attempts, worker_id
-      FROM procrastinate_fetch_job_v2(%(queues)s::varchar[], %(worker_id)s)
+WITH job AS ({upstream.FETCH_JOB}
 ), claimed AS (
 {
     _CLAIM_UPDATE.format(
@@ -528,8 +525,7 @@ WITH done AS (
  RETURNING s.id, s.job_id, s.workflow_id, s.version, s.finished_at
 ), job_succeeded AS (
     UPDATE procrastinate_jobs j
-       SET status = 'succeeded', abort_requested = false,
-           attempts = CASE j.status WHEN 'doing' THEN j.attempts + 1 ELSE j.attempts END
+       SET {upstream.FINISH_SUCCEEDED}
      WHERE %(finish_job)s AND NOT %(delete_job)s
        AND j.id = (SELECT job_id FROM done) AND j.status IN ('todo', 'doing')
  RETURNING j.id
@@ -559,12 +555,12 @@ WITH done AS (
            state = CASE WHEN s.deps_pending = 1 THEN 'available' ELSE s.state END,
            version = s.version + CASE WHEN s.deps_pending = 1 THEN 1 ELSE 0 END,
            job_id = CASE WHEN s.deps_pending = 1
-                         THEN nextval(pg_get_serial_sequence('procrastinate_jobs', 'id'))
+                         THEN nextval({upstream.JOB_ID_SEQUENCE})
                          ELSE s.job_id END
      WHERE s.id = ANY (ARRAY(SELECT id FROM locked))
  RETURNING {STEP_COLUMNS}
 ), jobs AS (
-    INSERT INTO procrastinate_jobs (id, queue_name, task_name, priority, lock, args)
+    {upstream.JOB_INSERT}
     SELECT s.job_id, s.queue, s.task_name, s.priority, s.lock,
            -- the same args as deferrer.defer_jobs writes (tests/test_release.py)
            jsonb_build_object('step_id', s.id, 'workflow_id', s.workflow_id::text,
@@ -589,14 +585,22 @@ WITH done AS (
 SELECT d.version, d.finished_at, wf.unfinished_steps, wf.state,
        EXISTS (SELECT FROM job_succeeded) OR EXISTS (SELECT FROM job_deleted),
        wf.cost_usd, wf.unpriced_calls,
-       {STEP_COLUMNS}
+       s.*  -- released's columns: STEP_COLUMNS
   FROM done d LEFT JOIN wf ON true
   LEFT JOIN released s ON s.state = 'available'
 """
 
 
-_COMPLETE_SQL = _complete_sql(with_calls=False)
-_COMPLETE_WITH_CALLS_SQL = _complete_sql(with_calls=True)
+def _compact(sql: str) -> str:
+    """The statement without its comments and runs of whitespace: psycopg caches the
+    conversion of a query's %(name)s placeholders only for queries under 4,096 bytes,
+    so a longer one is converted again at every step."""
+    lines = (line.split("--", 1)[0] for line in sql.splitlines())
+    return " ".join(" ".join(lines).split())
+
+
+_COMPLETE_SQL = _compact(_complete_sql(with_calls=False))
+_COMPLETE_WITH_CALLS_SQL = _compact(_complete_sql(with_calls=True))
 # Columns before the released dependents' STEP_COLUMNS in a completion's rows.
 _COMPLETE_LEAD = 7
 

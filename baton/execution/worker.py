@@ -136,6 +136,7 @@ class BatonWorker(procrastinate_worker.Worker):
         self._new_job_event.set()
 
     async def run(self) -> None:
+        await sync_to_async(_warm_up_pricing, thread_sensitive=False)()
         local_worker.attach(
             asyncio.get_running_loop(),
             self._wake,
@@ -218,6 +219,14 @@ class BatonWorker(procrastinate_worker.Worker):
                 raise
             # The run loop fetches again after the polling interval (or a wake-up).
             logger.warning("baton worker: fetching jobs failed, retrying: %s", exc)
+
+
+def _warm_up_pricing() -> None:
+    """Load the price data before the first step: the first price in a process costs
+    ~0.1 s of CPU (genai-prices' tables), which would stall the worker's other steps."""
+    from baton.llm.ledger import warm_up
+
+    warm_up()
 
 
 def _connection_lost(exc: BaseException) -> bool:

@@ -87,6 +87,14 @@ def _price(usage: Usage) -> Decimal | None:
         return None
 
 
+def warm_up() -> None:
+    """Price one call of a well-known model, so that the pricing's data is loaded."""
+    try:
+        _price(Usage(model="gpt-4o-mini", input_tokens=1, output_tokens=1))
+    except Exception:  # a broken pricing class says so at the first real call
+        logger.debug("baton: pricing warm-up failed", exc_info=True)
+
+
 def usages_in(value: Any) -> list[Usage]:
     """The usage records a result's ``"llm_usage"`` value holds: one record (a Usage or a
     dict) or a list of them."""
