@@ -846,8 +846,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(report)
     if not args.no_write:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(report)
+        args.output.write_text(report + kept_sections(args.output))
         print(f"\nwritten to {args.output}")
+
+
+def kept_sections(path: Path) -> str:
+    """The sections other scripts write into the same file between their own markers
+    (bench/llm_fanout.py: <!-- llm-fanout:start --> ... <!-- llm-fanout:end -->)."""
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    start, end = "<!-- llm-fanout:start -->", "<!-- llm-fanout:end -->"
+    if start in text and end in text:
+        return "\n" + text[text.index(start) : text.index(end) + len(end)] + "\n"
+    return ""
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from procrastinate import manager as procrastinate_manager
 from procrastinate.contrib.django import app, django_connector
 
 import baton
+from baton.llm import LLMStep, Usage
 from bench.benchapp.models import Timing
 
 
@@ -73,6 +74,66 @@ class SnoozeOnce(baton.Step):
         due = job.context.job.scheduled_at.timestamp()
         record(job.args["run"], job.step_name, started, time.time(), late=started - due)
         return None
+
+
+# ------------------------------------------------------------ LLM steps (bench/llm_fanout.py)
+# No model is called: each returns or records the usage one call would have, so that the
+# benchmark measures what recording usage costs a step (pricing, the ledger row, the
+# running costs). queue="default" instead of LLMStep's "llm", so that they share a queue
+# with the plain steps they are compared with; every other LLMStep option is its default
+# (max_attempts 5, timeout 120 s, full-jitter backoff).
+class PlainOk(baton.Step):
+    """A fan-out member that stores the result the LLM members store: {"ok": True}."""
+
+    max_attempts = 1
+
+    def perform(self, job: baton.Job) -> Any:
+        return {"ok": True}
+
+
+class LLMNoop(LLMStep):
+    """An LLM fan-out member: returns one call's usage in its result (stripped, recorded)."""
+
+    queue = "default"
+
+    def perform(self, job: baton.Job) -> Any:
+        return {
+            "ok": True,
+            "llm_usage": Usage(model="gpt-4o-mini", input_tokens=1000, output_tokens=100),
+        }
+
+
+class LLMNoopThreeCalls(LLMStep):
+    """An LLM fan-out member that records three calls with job.record_usage."""
+
+    queue = "default"
+
+    def perform(self, job: baton.Job) -> Any:
+        for _ in range(3):
+            job.record_usage(model="gpt-4o-mini", input_tokens=1000, output_tokens=100)
+        return {"ok": True}
+
+
+class LLMNoopNoUsage(LLMStep):
+    """An LLM fan-out member that records nothing: LLMStep's own cost without the ledger."""
+
+    queue = "default"
+
+    def perform(self, job: baton.Job) -> Any:
+        return {"ok": True}
+
+
+class LLMNoopNoTimeout(LLMStep):
+    """LLMNoop without the per-attempt timeout (perform() runs on the worker's thread)."""
+
+    queue = "default"
+    timeout = None
+
+    def perform(self, job: baton.Job) -> Any:
+        return {
+            "ok": True,
+            "llm_usage": Usage(model="gpt-4o-mini", input_tokens=1000, output_tokens=100),
+        }
 
 
 # -------------------------------------------------------------------- raw Procrastinate
