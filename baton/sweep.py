@@ -31,15 +31,10 @@ from procrastinate import sql as procrastinate_sql
 from baton import signals
 from baton.conf import settings as baton_settings
 from baton.execution import upstream
-from baton.execution.advance import (
-    STEP_COLUMNS,
-    Announcements,
-    enqueue,
-    fail_steps,
-    job_request,
-    steps_from_rows,
-)
+from baton.execution.announce import announcing
+from baton.execution.cascade import enqueue, fail_steps, job_request
 from baton.execution.deferrer import database_alias, defer_jobs, job_manager
+from baton.execution.statements import STEP_COLUMNS, steps_from_rows
 from baton.execution.step import registry
 from baton.explain import stranded_queues
 from baton.graph.states import StepState, WorkflowState
@@ -195,8 +190,11 @@ def _rescue_lost_steps(
 ) -> None:
     """Steps that should have a live job but do not."""
     while True:
-        ann = Announcements(alias)
-        with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+        with (
+            announcing(alias) as ann,
+            transaction.atomic(using=alias),
+            connections[alias].cursor() as cursor,
+        ):
             cursor.execute(
                 f"""
                 SELECT {STEP_COLUMNS}, w.name
@@ -297,7 +295,6 @@ def _rescue_lost_steps(
                     functools.partial(_announce_rescued, alias, [s.id for s in rescued]),
                     using=alias,
                 )
-            ann.register()
         if len(rows) < batch_size:
             return
 
@@ -326,8 +323,11 @@ def _finish_forgotten_workflows(alias: str, batch_size: int, report: SweepReport
         )
         workflow_ids = [row[0] for row in cursor.fetchall()]
     for workflow_id in workflow_ids:
-        ann = Announcements(alias)
-        with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+        with (
+            announcing(alias) as ann,
+            transaction.atomic(using=alias),
+            connections[alias].cursor() as cursor,
+        ):
             cursor.execute(
                 """
                 UPDATE baton_workflow w
@@ -355,7 +355,6 @@ def _finish_forgotten_workflows(alias: str, batch_size: int, report: SweepReport
                 logger.warning(
                     "baton: sweep finished workflow %s (%s), which nobody had", workflow_id, row[0]
                 )
-                ann.register()
 
 
 def prune_workflows(older_than: datetime.timedelta, *, batch_size: int = 200) -> int:

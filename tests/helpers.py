@@ -19,7 +19,7 @@ def completed(value: Any = None) -> advance.Completed:
     return advance.Completed(value_json=text, size_bytes=len(text.encode()))
 
 
-def run_step(workflow: Workflow, name: str, outcome: advance.Outcome | None = None) -> None:
+def run_step(workflow: Workflow, name: str, outcome: advance.AttemptOutcome | None = None) -> None:
     """Do what a worker does for one attempt of an available step: claim, then finish."""
     step = Step.objects.get(workflow=workflow, name=name)
     assert step.job_id is not None, f"{name} is {step.state}, it has no job"

@@ -80,7 +80,7 @@ def attempt(
     ledger = Ledger()
     for key, usage in calls:
         ledger.record(usage, key)
-    outcome: advance.Outcome
+    outcome: advance.AttemptOutcome
     if fail:
         outcome = advance.Rescheduled(0.0, snooze=False, error="flaked", calls=ledger.calls())
     else:

@@ -53,7 +53,7 @@ def claim(workflow: Workflow, name: str) -> advance.Claim:
 
 
 def measure(
-    workflow: Workflow, name: str, outcome: advance.Outcome | None = None
+    workflow: Workflow, name: str, outcome: advance.AttemptOutcome | None = None
 ) -> tuple[int, int]:
     """(statements of the claim, statements of the finish) for one step execution."""
     row = step_row(workflow, name)
@@ -365,5 +365,12 @@ def test_the_per_step_statements_fit_psycopg_s_query_cache() -> None:
     MAX_CACHED_STATEMENT_LENGTH; a longer one is converted again at every step."""
     from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH
 
-    for name in ("_CLAIM_SQL", "_COMPLETE_SQL", "_COMPLETE_WITH_CALLS_SQL", "FETCH_AND_CLAIM_SQL"):
-        assert len(getattr(advance, name)) <= MAX_CACHED_STATEMENT_LENGTH, name
+    from baton.execution import claim, complete
+
+    for module, name in [
+        (claim, "_CLAIM_SQL"),
+        (claim, "FETCH_AND_CLAIM_SQL"),
+        (complete, "_COMPLETE_SQL"),
+        (complete, "_COMPLETE_WITH_CALLS_SQL"),
+    ]:
+        assert len(getattr(module, name)) <= MAX_CACHED_STATEMENT_LENGTH, name

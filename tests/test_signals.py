@@ -192,13 +192,13 @@ def test_cancel_and_retry_announce_their_transitions(recorder: Recorder) -> None
     assert recorder.finished == []
 
 
-def _finish_together(claims: list[tuple[advance.Claim, advance.Outcome]]) -> list[BaseException]:
+def _finish_together(claims: list[tuple[advance.Claim, advance.AttemptOutcome]]) -> list[BaseException]:
     """Finish each claim in its own thread (own database connection), all released at
     once by a barrier."""
     barrier = threading.Barrier(len(claims))
     errors: list[BaseException] = []
 
-    def finish(claimed: advance.Claim, outcome: advance.Outcome) -> None:
+    def finish(claimed: advance.Claim, outcome: advance.AttemptOutcome) -> None:
         try:
             barrier.wait(timeout=10)
             assert advance.finish(claimed, outcome)
@@ -227,7 +227,7 @@ def test_workflow_finished_once_when_last_steps_finish_together(
             baton.new(f"race-{round_number}").add("x", Echo.new()).add("y", Echo.new()).insert()
         )
         x, y = claim(workflow, "x"), claim(workflow, "y")
-        y_outcome: advance.Outcome = (
+        y_outcome: advance.AttemptOutcome = (
             advance.Discarded(reason="lost the race") if failing else completed("y")
         )
         assert _finish_together([(x, completed("x")), (y, y_outcome)]) == []

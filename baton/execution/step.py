@@ -432,7 +432,7 @@ def _conclude(step: Step, claimed: advance.Claim, job: Job, value: Any) -> None:
         raise AttemptFailed(f"{claimed.step.name}: {value!r}") from value
 
 
-def to_outcome(step: Step, claimed: advance.Claim, value: Any) -> advance.Outcome:
+def to_outcome(step: Step, claimed: advance.Claim, value: Any) -> advance.AttemptOutcome:
     name = claimed.step.name
     if isinstance(value, Snooze):
         return advance.Rescheduled(delay_seconds=value.seconds, snooze=True)
