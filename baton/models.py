@@ -58,6 +58,8 @@ class Workflow(models.Model):
     # While the workflow executes, no other executing workflow has the same key
     # (baton_wf_unique_key_executing); a finished one no longer holds it.
     unique_key = models.CharField(max_length=255, null=True, blank=True)
+    # The W3C traceparent of the span of its insert (baton.tracing), when one was recorded.
+    trace_parent = models.CharField(max_length=55, null=True, blank=True)
     # Why the workflow failed, beyond its failed steps ("budget exceeded: ...").
     reason = models.TextField(blank=True, default="", db_default="")
     # The ledger's running totals (baton.llm), kept by the statements that record usage:
@@ -175,6 +177,8 @@ class Step(models.Model):
     reason = models.TextField(blank=True, default="")
     last_error = models.TextField(blank=True, default="")
     traceback = models.TextField(blank=True, default="")
+    # The span id of its latest attempt (baton.tracing), for its dependents' links.
+    trace_span = models.CharField(max_length=16, null=True, blank=True)
     # Ledger totals over all of this step's attempts (failed ones spent money too).
     cost_usd = models.DecimalField(
         max_digits=COST_DIGITS, decimal_places=COST_PLACES, null=True, blank=True

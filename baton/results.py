@@ -9,13 +9,15 @@ from django.db import connections
 
 from baton.execution.deferrer import database_alias
 
+DependencyRow = tuple[str | None, str | None, bool, Any, str | None]
 
-def load_dependency_results(step_id: int) -> dict[str, tuple[str | None, str | None, bool, Any]]:
-    """{dep name: (group, group key, has a result, value)} in one query."""
+
+def load_dependency_results(step_id: int) -> dict[str, DependencyRow]:
+    """{dep name: (group, group key, has a result, value, trace span)} in one query."""
     with connections[database_alias()].cursor() as cursor:
         cursor.execute(
             """
-            SELECT u.name, u."group", u.group_key, r.step_id IS NOT NULL, r.value
+            SELECT u.name, u."group", u.group_key, r.step_id IS NOT NULL, r.value, u.trace_span
               FROM baton_stepdependency e
               JOIN baton_step u ON u.id = e.upstream_id
               LEFT JOIN baton_stepresult r ON r.step_id = u.id
@@ -25,8 +27,8 @@ def load_dependency_results(step_id: int) -> dict[str, tuple[str | None, str | N
         )
         rows = cursor.fetchall()
     return {
-        name: (group, key, has_result, _decode(value))
-        for name, group, key, has_result, value in rows
+        name: (group, key, has_result, _decode(value), span)
+        for name, group, key, has_result, value, span in rows
     }
 
 

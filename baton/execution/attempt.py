@@ -55,6 +55,7 @@ class WorkflowAtClaim:
     budget_usd: Decimal | None = None
     cost_usd: Decimal | None = None
     debug: bool = False
+    trace_parent: str | None = None  # the workflow's trace (baton.tracing)
 
     @property
     def budget_exceeded(self) -> bool:

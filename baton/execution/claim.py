@@ -43,7 +43,7 @@ UPDATE baton_step s
    AND (s.state <> 'executing' OR s.attempt < s.max_attempts)
    AND w.id = old.workflow_id
 """
-_WORKFLOW_AT_CLAIM = ("budget_usd", "cost_usd", "debug")
+_WORKFLOW_AT_CLAIM = ("budget_usd", "cost_usd", "debug", "trace_parent")
 _CLAIM_SQL = (
     _CLAIM_UPDATE.format(step_id="%(step_id)s", job_id="%(job_id)s")
     + f"RETURNING {STEP_COLUMNS}, old.old_state, "

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.db import connections, transaction
 
-from baton import broadcast
+from baton import broadcast, tracing
 from baton.exceptions import InvalidWorkflow, WorkflowExists
 from baton.execution.deferrer import JobRequest, database_alias, defer_jobs
 from baton.execution.step import is_registered, option_problems, registry
@@ -107,7 +107,10 @@ def insert_graph(graph: WorkflowGraph) -> Workflow:
     }
     alias = database_alias()
 
-    with transaction.atomic(using=alias):
+    with (
+        tracing.insert_span(graph.workflow_name, graph.workflow_id, len(graph.nodes)) as parent,
+        transaction.atomic(using=alias),
+    ):
         if Workflow.objects.using(alias).filter(pk=graph.workflow_id).exists():
             raise InvalidWorkflow([f"a workflow with id {graph.workflow_id} already exists"])
         workflow = Workflow(
@@ -119,6 +122,7 @@ def insert_graph(graph: WorkflowGraph) -> Workflow:
             debug=graph.debug,
             budget_usd=graph.budget_usd,
             unique_key=graph.unique_key,
+            trace_parent=parent,
             step_count=len(graph.nodes),
             unfinished_steps=len(graph.nodes),
         )

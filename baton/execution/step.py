@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import dataclasses
 import inspect
 import json
@@ -25,6 +26,7 @@ from procrastinate import JobContext
 from procrastinate.contrib.django import app as procrastinate_app
 from procrastinate.job_context import AbortReason
 
+from baton import tracing
 from baton.conf import settings as baton_settings
 from baton.exceptions import ResultNotSerializable, ResultTooLarge, ResultUnavailable
 from baton.execution import advance, local_worker
@@ -60,6 +62,7 @@ class Job:
         self._workflow: Any = None
         self._dep_results: Any = _NOT_LOADED
         self._ledger = Ledger()
+        self._span: Any = None  # this attempt's trace span (baton.tracing), if recorded
 
     def time_left(self) -> float | None:
         """Seconds until the attempt's deadline (never negative), or None without one."""
@@ -127,7 +130,7 @@ class Job:
         return bool(self.context and self.context.should_abort())
 
     # Results of dependencies -----------------------------------------------------------
-    def _load_dependencies(self) -> dict[str, tuple[str | None, str | None, bool, Any]]:
+    def _load_dependencies(self) -> dict[str, Any]:
         if self._dep_results is _NOT_LOADED:
             from baton.results import load_dependency_results
 
@@ -138,7 +141,7 @@ class Job:
         deps = self._load_dependencies()
         if name not in deps:
             raise ResultUnavailable(name, ResultUnavailable.NOT_A_DEP)
-        _group, _key, has_result, value = deps[name]
+        _group, _key, has_result, value, _span = deps[name]
         if not has_result:
             raise ResultUnavailable(name, ResultUnavailable.NO_RESULT)
         return value
@@ -146,11 +149,15 @@ class Job:
     def results(self, group: str | None = None) -> dict[str, Any]:
         deps = self._load_dependencies()
         if group is None:
-            return {name: value for name, (_g, _k, has, value) in deps.items() if has}
+            return {name: value for name, (_g, _k, has, value, _s) in deps.items() if has}
         members = {name: item for name, item in deps.items() if item[0] == group}
         if not members:
             raise ResultUnavailable(group, ResultUnavailable.NOT_A_DEP)
-        return {str(key): value for (_g, key, has, value) in members.values() if has}
+        return {str(key): value for (_g, key, has, value, _s) in members.values() if has}
+
+    def _dependency_spans(self) -> list[str]:
+        """The trace span ids of the dependencies' attempts that completed them."""
+        return [row[4] for row in self._load_dependencies().values() if row[4]]
 
     def __repr__(self) -> str:
         return f"<baton.Job step={self.step_name!r} attempt={self.attempt}>"
@@ -305,13 +312,15 @@ def _run_step_sync(cls: type[Step], context: JobContext, step_id: int) -> None:
         step = cls()
         job = Job(claimed, context)
         value: Any = step.before_perform(job)
+        job._span = tracing.start_attempt(claimed, job)
         if value is None:
             try:
-                if cls.timeout:
-                    job.deadline = time.monotonic() + cls.timeout
-                    value = _call_with_timeout(step.perform, job, cls.timeout)
-                else:
-                    value = step.perform(job)
+                with tracing.current(job._span):
+                    if cls.timeout:
+                        job.deadline = time.monotonic() + cls.timeout
+                        value = _call_with_timeout(step.perform, job, cls.timeout)
+                    else:
+                        value = step.perform(job)
                 value = step.on_result(job, value)
             except BaseException as exc:
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -332,6 +341,7 @@ async def _run_step_async(cls: type[Step], context: JobContext, step_id: int) ->
             return None
         job = Job(claimed, context)
         refusal = step.before_perform(job)
+        job._span = tracing.start_attempt(claimed, job)
         if refusal is None:
             job._load_dependencies()  # perform() runs on the event loop: no ORM there
         return claimed, job, refusal
@@ -344,12 +354,13 @@ async def _run_step_async(cls: type[Step], context: JobContext, step_id: int) ->
         await sync_to_async(_conclude, thread_sensitive=False)(step, claimed, job, refusal)
         return
     try:
-        coro = step.perform(job)
-        if cls.timeout:
-            job.deadline = time.monotonic() + cls.timeout
-            value = await asyncio.wait_for(coro, timeout=cls.timeout)
-        else:
-            value = await coro
+        with tracing.current(job._span):
+            coro = step.perform(job)
+            if cls.timeout:
+                job.deadline = time.monotonic() + cls.timeout
+                value = await asyncio.wait_for(coro, timeout=cls.timeout)
+            else:
+                value = await coro
         value = step.on_result(job, value)
     except asyncio.CancelledError as exc:
         # A worker shutting down hands the step on (a fresh job, the attempt given back);
@@ -404,7 +415,8 @@ def _call_with_timeout(func: Callable[[Job], Any], job: Job, seconds: float) -> 
         finally:
             close_old_connections()
 
-    future = _TIMEOUT_THREADS.submit(run, job)
+    # The caller's context (the attempt's trace span) goes with it into the thread.
+    future = _TIMEOUT_THREADS.submit(contextvars.copy_context().run, run, job)
     try:
         return future.result(timeout=seconds)
     except concurrent.futures.TimeoutError:
@@ -427,7 +439,10 @@ def _conclude(step: Step, claimed: advance.Claim, job: Job, value: Any) -> None:
     calls = job.calls
     if calls:
         outcome = dataclasses.replace(outcome, calls=calls)
-    advance.finish(claimed, outcome)
+    try:
+        advance.finish(claimed, outcome)
+    finally:
+        tracing.end_attempt(job._span, outcome, value)
     if isinstance(value, BaseException) and not isinstance(value, (Snooze, Discard)):
         raise AttemptFailed(f"{claimed.step.name}: {value!r}") from value
 

@@ -1,3 +1,5 @@
+import os
+
 from django.apps import AppConfig
 
 
@@ -10,3 +12,7 @@ class TestAppConfig(AppConfig):
         from tests.testapp import failpoints
 
         failpoints.connect()
+        if os.environ.get("BATON_TEST_OTEL_FILE"):
+            from tests.testapp import tracing
+
+            tracing.export_to(os.environ["BATON_TEST_OTEL_FILE"])
