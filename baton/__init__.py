@@ -29,6 +29,7 @@ __all__ = [
     "Step",
     "StepSpec",
     "WorkflowExists",
+    "append",
     "get_all_results",
     "get_result",
     "model_for",
@@ -60,6 +61,14 @@ def new(
         unique_key=unique_key,
         on_conflict=on_conflict,
     )
+
+
+def append(workflow: Any) -> Any:
+    """Grow a running workflow: chain .add(...) / .add_many(...), then .insert(). New steps
+    may depend on the workflow's existing steps; completed ones count as done."""
+    from baton.execution.append import WorkflowAppender
+
+    return WorkflowAppender(workflow)
 
 
 def __getattr__(name: str) -> Any:
