@@ -34,8 +34,8 @@ from baton.execution import upstream
 from baton.execution.announce import announcing
 from baton.execution.cascade import enqueue, fail_steps, job_request
 from baton.execution.deferrer import database_alias, defer_jobs, job_manager
+from baton.execution.registry import registry
 from baton.execution.statements import STEP_COLUMNS, steps_from_rows
-from baton.execution.step import registry
 from baton.explain import stranded_queues
 from baton.graph.states import StepState, WorkflowState
 from baton.models import DebugRecord, LLMUsage, Step

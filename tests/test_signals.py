@@ -192,7 +192,9 @@ def test_cancel_and_retry_announce_their_transitions(recorder: Recorder) -> None
     assert recorder.finished == []
 
 
-def _finish_together(claims: list[tuple[advance.Claim, advance.AttemptOutcome]]) -> list[BaseException]:
+def _finish_together(
+    claims: list[tuple[advance.Claim, advance.AttemptOutcome]],
+) -> list[BaseException]:
     """Finish each claim in its own thread (own database connection), all released at
     once by a barrier."""
     barrier = threading.Barrier(len(claims))

@@ -34,6 +34,7 @@ from baton.execution.claim import FETCH_AND_CLAIM_SQL, claim, claim_fetched, cla
 from baton.execution.complete import _COMPLETE_SQL, _COMPLETE_WITH_CALLS_SQL, complete
 from baton.execution.deferrer import database_alias
 from baton.execution.fail import record_failure
+from baton.execution.graft import complete_with_graft
 from baton.execution.statements import STEP_COLUMNS, steps_from_rows
 
 __all__ = [
@@ -65,7 +66,9 @@ logger = logging.getLogger("baton")
 def finish(claimed: Claim, outcome: AttemptOutcome) -> bool:
     """Record an attempt's outcome. False when the attempt was superseded (no change)."""
     with announcing(database_alias()) as announcements:
-        if isinstance(outcome, Completed):
+        if isinstance(outcome, Completed) and outcome.graft is not None:
+            applied = complete_with_graft(claimed, outcome, announcements)
+        elif isinstance(outcome, Completed):
             applied = complete(claimed, outcome, announcements)
         else:
             applied = record_failure(claimed, outcome, announcements)

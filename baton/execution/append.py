@@ -27,8 +27,8 @@ from baton.execution.announce import announcing
 from baton.execution.cascade import enqueue
 from baton.execution.deferrer import database_alias
 from baton.execution.insert import step_options, write_steps
+from baton.execution.registry import is_registered
 from baton.execution.statements import STEP_COLUMNS, steps_from_rows
-from baton.execution.step import is_registered
 from baton.graph.builder import WorkflowGraph
 from baton.graph.spec import NodeSpec, StepSpec
 from baton.graph.states import StepState, WorkflowState
@@ -63,33 +63,11 @@ def append_steps(workflow: Workflow, graph: WorkflowGraph) -> Workflow:
     alias = database_alias()
     options = step_options(graph.nodes) if graph.nodes else {}
     with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
-        cursor.execute(
-            'SELECT name, id, state, "group", group_key, task_name FROM baton_step '
-            "WHERE workflow_id = %s",
-            [workflow.pk],
-        )
-        existing = {row[0]: row[1:] for row in cursor.fetchall()}
-        upstream_of = _validated(graph, existing)
-        deps = sorted(
-            {
-                existing[d][0]
-                for node in graph.nodes
-                for d in upstream_of[node.name]
-                if d in existing
-            }
-        )
-        # Lock the existing dependencies (in id order), then the workflow: the order of
+        existing = existing_steps(cursor, workflow.pk)
+        upstream_of = validated_upstream(graph, existing)
+        # The existing dependencies first (in id order), then the workflow: the order of
         # every move (steps, then their workflow).
-        cursor.execute(
-            "SELECT id, name, state FROM baton_step WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
-            [deps],
-        )
-        states = {name: state for _id, name, state in cursor.fetchall()}
-        failed = sorted(name for name, state in states.items() if state in _FAILED)
-        if failed:
-            raise InvalidWorkflow(
-                [f"cannot depend on {name!r}: it is {states[name]}" for name in failed]
-            )
+        states = lock_dependencies(cursor, graph, upstream_of, existing)
         cursor.execute("SELECT state FROM baton_workflow WHERE id = %s FOR UPDATE", [workflow.pk])
         row = cursor.fetchone()
         if row is None or row[0] != WorkflowState.EXECUTING:
@@ -124,13 +102,49 @@ def append_steps(workflow: Workflow, graph: WorkflowGraph) -> Workflow:
         if any(d in states and states[d] != S.COMPLETED for d in upstream_of[node.name])
     ]
     if waiting_on_existing:
-        _release_what_is_ready(alias, waiting_on_existing)
+        release_what_is_ready(alias, waiting_on_existing)
     broadcast.on_workflow_inserted(workflow)
     workflow.refresh_from_db(using=alias)
     return workflow
 
 
-def _validated(graph: WorkflowGraph, existing: Mapping[str, Sequence[Any]]) -> dict[str, list[str]]:
+def existing_steps(cursor: Any, workflow_id: Any) -> dict[str, tuple[Any, ...]]:
+    """{name: (id, state, group, group key, task name)} of a workflow's steps."""
+    cursor.execute(
+        'SELECT name, id, state, "group", group_key, task_name FROM baton_step '
+        "WHERE workflow_id = %s",
+        [workflow_id],
+    )
+    return {row[0]: tuple(row[1:]) for row in cursor.fetchall()}
+
+
+def lock_dependencies(
+    cursor: Any,
+    graph: WorkflowGraph,
+    upstream_of: Mapping[str, Sequence[str]],
+    existing: Mapping[str, Sequence[Any]],
+) -> dict[str, str]:
+    """Lock the existing steps the new ones depend on; {name: state}. A failed one is
+    refused (InvalidWorkflow)."""
+    deps = sorted(
+        {existing[d][0] for node in graph.nodes for d in upstream_of[node.name] if d in existing}
+    )
+    cursor.execute(
+        "SELECT id, name, state FROM baton_step WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+        [deps],
+    )
+    states = {name: state for _id, name, state in cursor.fetchall()}
+    failed = sorted(name for name, state in states.items() if state in _FAILED)
+    if failed:
+        raise InvalidWorkflow(
+            [f"cannot depend on {name!r}: it is {states[name]}" for name in failed]
+        )
+    return states
+
+
+def validated_upstream(
+    graph: WorkflowGraph, existing: Mapping[str, Sequence[Any]]
+) -> dict[str, list[str]]:
     """The new steps' upstream names (existing ones included), or InvalidWorkflow."""
     problems = list(graph._problems)
     if not graph.nodes:
@@ -162,7 +176,7 @@ def _validated(graph: WorkflowGraph, existing: Mapping[str, Sequence[Any]]) -> d
     return {node.name: expanded[node.name] for node in graph.nodes}
 
 
-def _release_what_is_ready(alias: str, step_ids: Iterable[int]) -> None:
+def release_what_is_ready(alias: str, step_ids: Iterable[int]) -> None:
     """Count the dependencies of appended steps again and release the ready ones (see
     the module's docstring for the race this closes)."""
     ids = sorted(step_ids)

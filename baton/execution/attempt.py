@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from decimal import Decimal
+from typing import Any
 
 from baton.llm.ledger import Call
 from baton.models import Step
@@ -21,6 +22,8 @@ class Completed:
     value_json: str | None  # the result, serialised; None: no result
     size_bytes: int = 0
     calls: tuple[Call, ...] = ()
+    # Steps perform() grafted onto the workflow (execution.graft), written with it.
+    graft: Any = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 class WorkflowBuilder(WorkflowGraph):
     def validate(self, is_registered: Callable[[str], bool] | None = None) -> None:
         """Raise baton.InvalidWorkflow listing every problem, without inserting."""
-        from baton.execution.step import is_registered as registered
+        from baton.execution.registry import is_registered as registered
 
         super().validate(is_registered or registered)
 

@@ -16,7 +16,7 @@ from django.db import connections, transaction
 from baton import broadcast, tracing
 from baton.exceptions import InvalidWorkflow, WorkflowExists
 from baton.execution.deferrer import JobRequest, database_alias, defer_jobs
-from baton.execution.step import is_registered, option_problems, registry
+from baton.execution.registry import is_registered, option_problems, registry
 from baton.graph.builder import WorkflowGraph
 from baton.graph.spec import NodeSpec
 from baton.graph.states import StepState, WorkflowState

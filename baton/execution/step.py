@@ -32,6 +32,7 @@ from baton.exceptions import ResultNotSerializable, ResultTooLarge, ResultUnavai
 from baton.execution import advance, local_worker
 from baton.execution.deferrer import database_alias
 from baton.execution.outcomes import Discard, Error, Snooze
+from baton.execution.registry import option_problems, registry
 from baton.graph.policy import backoff_seconds, should_retry
 from baton.graph.spec import StepSpec
 from baton.llm.ledger import Call, Ledger
@@ -39,8 +40,6 @@ from baton.llm.usage import Usage
 
 logger = logging.getLogger("baton")
 
-#: task name -> Step subclass, for validation and the worker.
-registry: dict[str, type[Step]] = {}
 
 _NOT_LOADED = object()
 
@@ -63,6 +62,17 @@ class Job:
         self._dep_results: Any = _NOT_LOADED
         self._ledger = Ledger()
         self._span: Any = None  # this attempt's trace span (baton.tracing), if recorded
+        self._graft: Any = None
+
+    def graft(self) -> Any:
+        """A builder of steps to add to this workflow when this attempt succeeds
+        (add / add_many / fan_out; no insert): written in the same transaction as the
+        step's completion, and the step's dependents wait for all of it."""
+        if self._graft is None:
+            from baton.execution.graft import GraftBuilder
+
+            self._graft = GraftBuilder(f"graft of {self.step_name}", self.workflow_id)
+        return self._graft
 
     def time_left(self) -> float | None:
         """Seconds until the attempt's deadline (never negative), or None without one."""
@@ -230,32 +240,6 @@ class Step:
         return exc
 
 
-# Procrastinate notifies on the channel "procrastinate_queue_v1#<queue>", and Postgres
-# truncates channel names past 63 bytes.
-MAX_QUEUE_BYTES = 40
-
-
-def option_problems(options: dict[str, Any]) -> list[str]:
-    """What is wrong with a step's queue / priority / max_attempts / lock, if anything."""
-    problems = []
-    queue = options.get("queue")
-    if not isinstance(queue, str) or not queue or len(queue.encode()) > MAX_QUEUE_BYTES:
-        problems.append(
-            f"queue must be a non-empty string of at most {MAX_QUEUE_BYTES} bytes, got {queue!r}"
-        )
-    if not isinstance(options.get("priority"), int):
-        problems.append(f"priority must be an int, got {options.get('priority')!r}")
-    attempts = options.get("max_attempts")
-    if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
-        problems.append(f"max_attempts must be an int >= 1, got {attempts!r}")
-    lock = options.get("lock")
-    if lock is not None and (not isinstance(lock, str) or len(lock) > 255):
-        problems.append(
-            f"lock must be None or a string of at most 255 characters, got {lock!r:.60}"
-        )
-    return problems
-
-
 def _register(cls: type[Step]) -> None:
     if cls.task_name in registry and registry[cls.task_name] is not cls:
         existing = registry[cls.task_name]
@@ -291,10 +275,6 @@ def _register(cls: type[Step]) -> None:
         lock=cls.lock,
         pass_context=True,
     )(func)
-
-
-def is_registered(task_name: str) -> bool:
-    return task_name in registry
 
 
 # ---------------------------------------------------------------------------- running
@@ -439,12 +419,28 @@ def _conclude(step: Step, claimed: advance.Claim, job: Job, value: Any) -> None:
     calls = job.calls
     if calls:
         outcome = dataclasses.replace(outcome, calls=calls)
+    if isinstance(outcome, advance.Completed) and job._graft is not None and len(job._graft):
+        outcome = _with_graft(step, claimed, job, outcome)
     try:
         advance.finish(claimed, outcome)
     finally:
         tracing.end_attempt(job._span, outcome, value)
     if isinstance(value, BaseException) and not isinstance(value, (Snooze, Discard)):
         raise AttemptFailed(f"{claimed.step.name}: {value!r}") from value
+
+
+def _with_graft(
+    step: Step, claimed: advance.Claim, job: Job, outcome: advance.Completed
+) -> advance.AttemptOutcome:
+    """The completion with its graft, or, for a graft that would not insert, a failed
+    attempt that says why (nothing of the graft is written)."""
+    from baton.execution.graft import graft_problems
+
+    problems = graft_problems(claimed, job._graft)
+    if not problems:
+        return dataclasses.replace(outcome, graft=job._graft)
+    failed = to_outcome(step, claimed, Error("invalid graft: " + "; ".join(problems)))
+    return dataclasses.replace(failed, calls=outcome.calls)
 
 
 def to_outcome(step: Step, claimed: advance.Claim, value: Any) -> advance.AttemptOutcome:

@@ -347,3 +347,37 @@ class ReturnsRateLimit(baton.LLMStep):
         if job.step.snoozes == 0:
             return baton.RateLimited(retry_after=0.05)
         return "ok"
+
+
+# --- grafting -----------------------------------------------------------------------
+class ListUrls(baton.Step):
+    """Grafts one Summarise step per URL of args["urls"], as the group "summaries"; fails
+    (after grafting) until attempt args["succeed_on"]."""
+
+    max_attempts = 3
+    retry_backoff = 0.05
+    retry_jitter = 0.0
+
+    def perform(self, job: baton.Job) -> Any:
+        _record_finish(_record_start(job))
+        urls = job.args["urls"]
+        graft = job.graft()
+        graft.add_many(
+            job.args.get("group", "summaries"),
+            {url: Summarise.new(url=url) for url in urls},
+            deps=[job.step_name],
+        )
+        if job.attempt < job.args.get("succeed_on", 1):
+            raise RuntimeError(f"failed after grafting, attempt {job.attempt}")
+        return {"count": len(urls)}
+
+
+class Summarise(baton.Step):
+    """A grafted step: summarises args["url"], reading the grafting step's result."""
+
+    max_attempts = 1
+
+    def perform(self, job: baton.Job) -> Any:
+        _record_finish(_record_start(job))
+        listed = job.result("list")
+        return {"summary": f"summary of {job.args['url']}", "of": listed["count"]}

@@ -1,0 +1,141 @@
+"""Grafting: steps a running step adds to its workflow, inserted with its completion.
+
+Inside perform(), `job.graft()` returns a builder (add / add_many / fan_out, no insert).
+When the attempt succeeds, what it holds is written in the same transaction as the
+step's completion: a crash before the commit adds nothing, a failed attempt's graft is
+dropped, and the step completes once, so its graft is added once. The grafting step's
+dependents wait for the whole graft: they get an edge from each step of the graft that
+nothing else in the graft depends on (its leaves), so they also read the graft's results
+(`job.results(group)` for a grafted group). Grafted steps may depend on the grafting step
+(they read its result) and on other existing steps, as with baton.append.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from django.db import connections, transaction
+
+from baton.exceptions import InvalidWorkflow
+from baton.execution.announce import Announcements
+from baton.execution.append import (
+    existing_steps,
+    lock_dependencies,
+    release_what_is_ready,
+    validated_upstream,
+)
+from baton.execution.attempt import Claim, Completed
+from baton.execution.complete import complete
+from baton.execution.deferrer import database_alias
+from baton.execution.insert import step_options, write_steps
+from baton.graph.builder import WorkflowGraph
+from baton.graph.states import StepState
+
+S = StepState
+
+
+class GraftBuilder(WorkflowGraph):
+    """What job.graft() returns: add / add_many / fan_out; inserted when the attempt
+    succeeds, never by the step itself."""
+
+    def __init__(self, workflow_name: str, workflow_id: Any) -> None:
+        super().__init__(workflow_name, workflow_id=workflow_id)
+
+    def insert(self) -> Any:
+        raise TypeError(
+            "a graft is inserted with its step's completion: return from perform() instead"
+        )
+
+
+def graft_problems(claimed: Claim, graft: WorkflowGraph) -> list[str]:
+    """What is wrong with a graft against the workflow as it is (one query); checked
+    before the attempt's outcome is recorded, so an invalid graft fails the attempt."""
+    with connections[database_alias()].cursor() as cursor:
+        existing = existing_steps(cursor, claimed.step.workflow_id)
+    try:
+        validated_upstream(graft, existing)
+    except InvalidWorkflow as exc:
+        return exc.errors
+    return []
+
+
+def complete_with_graft(claimed: Claim, outcome: Completed, ann: Announcements) -> bool:
+    """complete(), with the graft written before it in the same transaction."""
+    graft: WorkflowGraph = outcome.graft
+    alias = ann.alias
+    step = claimed.step
+    options = step_options(graft.nodes)
+    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+        # The step first (fenced: still this attempt's), as every move locks it.
+        cursor.execute(
+            "SELECT id FROM baton_step WHERE id = %s AND job_id = %s AND attempt = %s "
+            "AND state = %s FOR UPDATE",
+            [step.id, claimed.job_id, claimed.attempt, S.EXECUTING.value],
+        )
+        if cursor.fetchone() is None:
+            return False  # superseded: the graft is dropped with the attempt
+        existing = existing_steps(cursor, step.workflow_id)
+        upstream_of = validated_upstream(graft, existing)
+        states = lock_dependencies(cursor, graft, upstream_of, existing)
+        states[step.name] = S.COMPLETED.value  # it completes in this transaction
+        pending = {
+            node.name: sum(
+                1 for d in upstream_of[node.name] if d not in states or states[d] != S.COMPLETED
+            )
+            for node in graft.nodes
+        }
+        workflow = step.workflow
+        new_ids = write_steps(
+            cursor,
+            workflow,
+            graft.nodes,
+            upstream_of,
+            options,
+            pending=pending,
+            existing_ids={name: values[0] for name, values in existing.items()},
+        )
+        depended_on = {d for upstream in upstream_of.values() for d in upstream}
+        leaves = [new_ids[node.name] for node in graft.nodes if node.name not in depended_on]
+        # The grafting step's waiting dependents (locked in id order) also wait for the
+        # graft's leaves: the completion below then releases none of them.
+        cursor.execute(
+            """
+            WITH dependents AS (
+                SELECT d.id FROM baton_stepdependency e JOIN baton_step d ON d.id = e.downstream_id
+                 WHERE e.upstream_id = %(step)s AND d.state = %(waiting)s
+                 ORDER BY d.id FOR UPDATE OF d
+            ), edges AS (
+                INSERT INTO baton_stepdependency (workflow_id, upstream_id, downstream_id)
+                SELECT %(workflow)s, leaf, d.id
+                  FROM dependents d CROSS JOIN unnest(%(leaves)s::bigint[]) AS leaf
+            )
+            UPDATE baton_step s
+               SET deps_total = s.deps_total + %(n)s, deps_pending = s.deps_pending + %(n)s
+             WHERE s.id IN (SELECT id FROM dependents)
+            """,
+            {
+                "step": step.id,
+                "waiting": S.WAITING.value,
+                "workflow": step.workflow_id,
+                "leaves": leaves,
+                "n": len(leaves),
+            },
+        )
+        cursor.execute(
+            "UPDATE baton_workflow SET step_count = step_count + %(n)s, "
+            "unfinished_steps = unfinished_steps + %(n)s WHERE id = %(id)s",
+            {"n": len(graft.nodes), "id": step.workflow_id},
+        )
+        applied = complete(claimed, dataclasses.replace(outcome, graft=None), ann)
+        if not applied:  # pragma: no cover - the fence above holds the row
+            transaction.set_rollback(True, using=alias)
+            return False
+    waiting_on_existing = [
+        new_ids[node.name]
+        for node in graft.nodes
+        if any(d in states and states[d] != S.COMPLETED for d in upstream_of[node.name])
+    ]
+    if waiting_on_existing:
+        release_what_is_ready(alias, waiting_on_existing)
+    return True
