@@ -32,9 +32,18 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
-from baton.display import format_seconds, format_usd
+from baton.display import format_moment, format_seconds, format_usd
+from baton.explain import explain, queue_listeners
 from baton.graph.states import StepState, WorkflowState
-from baton.models import DebugKind, DebugRecord, LLMUsage, Step, StepResult, Workflow
+from baton.models import (
+    DebugKind,
+    DebugRecord,
+    LLMUsage,
+    Step,
+    StepDependency,
+    StepResult,
+    Workflow,
+)
 
 # The change page of a workflow lists at most this many steps; the rest are one link away.
 INLINE_STEP_LIMIT = 200
@@ -161,6 +170,14 @@ class _StepColumns:
         seconds = step.duration
         return EMPTY if seconds is None else format_seconds(seconds)
 
+    @admin.display(description="started", ordering="started_at")
+    def started(self, step: Step) -> str:
+        return format_moment(step.started_at)
+
+    @admin.display(description="finished", ordering="finished_at")
+    def finished(self, step: Step) -> str:
+        return format_moment(step.finished_at)
+
     @admin.display(description="last error")
     def error_preview(self, step: Step) -> str:
         return _preview(step.last_error)
@@ -177,7 +194,37 @@ class _CappedStepFormSet(BaseInlineFormSet):  # type: ignore[type-arg]
     def get_queryset(self) -> Any:
         if not hasattr(self, "_capped"):
             self._capped = list(super().get_queryset()[:INLINE_STEP_LIMIT])
+            reasons = _inline_reasons(self._capped)
+            for step in self._capped:
+                step._why = reasons.get(step.id, "")
         return self._capped
+
+
+def _inline_reasons(steps: list[Step]) -> dict[int, str]:
+    """Why each unfinished step shown inline is where it is, in two queries for them
+    all: the dependencies the waiting ones wait for, and whether any live worker listens
+    on the queues of the available ones (baton.explain says the same, step by step)."""
+    reasons: dict[int, str] = {}
+    waiting = [step.id for step in steps if step.state == StepState.WAITING]
+    if waiting:
+        blockers: dict[int, list[str]] = defaultdict(list)
+        rows = (
+            StepDependency.objects.filter(downstream_id__in=waiting)
+            .exclude(upstream__state=StepState.COMPLETED)
+            .order_by("downstream_id", "upstream_id")
+            .values_list("downstream_id", "upstream__name", "upstream__state")
+        )
+        for step_id, name, state in rows:
+            blockers[step_id].append(f"{name} ({state})")
+        for step_id, names in blockers.items():
+            more = f", and {len(names) - 5} more" if len(names) > 5 else ""
+            reasons[step_id] = "waits for " + ", ".join(names[:5]) + more
+    available = [step for step in steps if step.state == StepState.AVAILABLE]
+    if available:
+        heard = queue_listeners(step.queue for step in available)
+        for step in available:
+            reasons[step.id] = heard[step.queue].sentence()
+    return reasons
 
 
 class StepInline(_StepColumns, admin.TabularInline):  # type: ignore[type-arg]
@@ -190,9 +237,10 @@ class StepInline(_StepColumns, admin.TabularInline):  # type: ignore[type-arg]
     fields = readonly_fields = (
         "name",
         "state_badge",
+        "why",
         "attempts",
-        "started_at",
-        "finished_at",
+        "started",
+        "finished",
         "duration_display",
         "cost_display",
         "reason",
@@ -222,6 +270,10 @@ class StepInline(_StepColumns, admin.TabularInline):  # type: ignore[type-arg]
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    @admin.display(description="why")
+    def why(self, step: Step) -> str:
+        return getattr(step, "_why", "") or EMPTY
+
     @admin.display(description="result")
     def result_preview(self, step: Step) -> str:
         head: str | None = getattr(step, "_result_head", None)
@@ -239,7 +291,7 @@ class WorkflowAdmin(_ReadOnlyAdmin):
         "name",
         "state_badge",
         "progress_display",
-        "created_at",
+        "created",
         "duration_display",
         "cost_display",
         "live_link",
@@ -260,8 +312,8 @@ class WorkflowAdmin(_ReadOnlyAdmin):
                     "name",
                     "state_badge",
                     "progress_display",
-                    "created_at",
-                    "finished_at",
+                    "created",
+                    "finished",
                     "duration_display",
                     "failed_steps_display",
                     "reason_display",
@@ -314,6 +366,14 @@ class WorkflowAdmin(_ReadOnlyAdmin):
         done = total - workflow.unfinished_steps
         percent = 100 * done // total if total else 100
         return f"{done}/{total} ({percent}%)"
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, workflow: Workflow) -> str:
+        return format_moment(workflow.created_at)
+
+    @admin.display(description="finished", ordering="finished_at")
+    def finished(self, workflow: Workflow) -> str:
+        return format_moment(workflow.finished_at)
 
     @admin.display(description="duration")
     def duration_display(self, workflow: Workflow) -> str:
@@ -498,8 +558,8 @@ class StepAdmin(_StepColumns, _ReadOnlyAdmin):
         "workflow_link",
         "state_badge",
         "attempts",
-        "started_at",
-        "finished_at",
+        "started",
+        "finished",
         "duration_display",
         "cost_display",
         "error_preview",
@@ -512,6 +572,7 @@ class StepAdmin(_StepColumns, _ReadOnlyAdmin):
         "name",
         "workflow_link",
         "state_badge",
+        "explanation_display",
         "task_name",
         "group",
         "group_key",
@@ -522,9 +583,9 @@ class StepAdmin(_StepColumns, _ReadOnlyAdmin):
         "job_id",
         "deps_total",
         "deps_pending",
-        "scheduled_at",
-        "started_at",
-        "finished_at",
+        "scheduled",
+        "started",
+        "finished",
         "duration_display",
         "reason",
         "cost_display",
@@ -538,6 +599,19 @@ class StepAdmin(_StepColumns, _ReadOnlyAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Step]:
         return super().get_queryset(request).select_related("workflow")
+
+    @admin.display(description="scheduled", ordering="scheduled_at")
+    def scheduled(self, step: Step) -> str:
+        return format_moment(step.scheduled_at)
+
+    @admin.display(description="why it is here")
+    def explanation_display(self, step: Step) -> SafeString:
+        # The same sentences as the live page's panel and `manage.py baton show`.
+        sentences = explain(step).sentences
+        return format_html(
+            '<ul class="baton-explanation">{}</ul>',
+            format_html_join("", "<li>{}</li>", ((sentence,) for sentence in sentences)),
+        )
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Steps are part of their workflow: whoever may see workflows sees their steps.

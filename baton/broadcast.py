@@ -1,8 +1,10 @@
 """Broadcasting transitions over a Channels layer, for the live page.
 
-With BATON["CHANNEL_LAYER"] set, every step transition and workflow finish is sent, after
-commit, to the group of its workflow and to the group of the workflow list. A broadcast
-failure is logged and never fails the step.
+With BATON["CHANNEL_LAYER"] set, every step transition and workflow transition (insert,
+finish, executing again after a retry) is sent, after commit, to the group of its
+workflow and to the group of the workflow list. Sending happens on a background thread
+with a bounded queue and a per-send timeout, so a slow, hung or absent Redis never slows
+or fails a step; failures are logged and counted (``stats()``).
 
 Money is sent as the Decimal's exact digits in a string ("0.000354"), or null for
 unknown: never a float, so nothing is rounded on the way to the page.
@@ -10,11 +12,16 @@ unknown: never a float, so nothing is rounded on the way to the page.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import dataclasses
 import logging
+import os
+import queue
+import threading
+import time
 from decimal import Decimal
 from typing import Any
-
-from asgiref.sync import async_to_sync
 
 from baton import signals
 from baton.conf import settings
@@ -60,6 +67,7 @@ def step_payload(step: Any, old_state: str | None = None) -> dict[str, Any]:
         "reason": step.reason,
         "cost_usd": decimal_text(step.cost_usd),
         "unpriced_calls": step.unpriced_calls,
+        "group": step.group,
     }
 
 
@@ -79,21 +87,159 @@ def workflow_payload(workflow: Any) -> dict[str, Any]:
     }
 
 
+# Sending happens off the step's thread: a step only puts its events in a bounded queue,
+# and one sender thread per process hands them to the layer, each group_send given at
+# most SEND_TIMEOUT seconds. A hung or absent Redis therefore costs a step nothing but a
+# put_nowait; when the queue is full, events are dropped and counted (the pages catch up
+# from their next snapshot or the step's next event, which carries its whole state).
+# After a failed send, broadcasting pauses (0.5 s, doubling to 30 s): a down Redis is not
+# retried for every event, which would take CPU (and the GIL) from the steps.
+QUEUE_SIZE = 10_000
+SEND_TIMEOUT = 2.0
+BATCH = 500  # events taken off the queue at a time
+GATHER = 0.05  # seconds between passes: what arrives meanwhile goes in one pass
+MIN_PAUSE, MAX_PAUSE = 0.5, 30.0  # after a failed send, broadcasting pauses this long
+EXIT_FLUSH_SECONDS = 2.0
+
+
+@dataclasses.dataclass
+class SenderStats:
+    queued: int = 0
+    sent: int = 0
+    failed: int = 0
+    dropped: int = 0
+
+
+class _Sender:
+    def __init__(self) -> None:
+        self.queue: queue.Queue[tuple[str, list[str], dict[str, Any]]] = queue.Queue(QUEUE_SIZE)
+        self.stats = SenderStats()
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+        self.pid = os.getpid()
+        self.warned_drop = False
+        self.failures = 0  # failed sends (each pauses broadcasting)
+        self.pause = 0.0
+        self.resume_at = 0.0
+
+    def put(self, alias: str, groups: list[str], message: dict[str, Any]) -> None:
+        self._ensure_thread()
+        try:
+            self.queue.put_nowait((alias, groups, message))
+        except queue.Full:
+            self.stats.dropped += 1
+            if not self.warned_drop:  # once per backlog, not once per event
+                self.warned_drop = True
+                logger.warning(
+                    "baton: broadcast queue full (%d events): dropping events until the "
+                    "channel layer catches up",
+                    QUEUE_SIZE,
+                )
+            return
+        self.stats.queued += 1
+
+    def _ensure_thread(self) -> None:
+        if self.thread is not None and self.thread.is_alive() and self.pid == os.getpid():
+            return
+        with self.lock:
+            if self.thread is not None and self.thread.is_alive() and self.pid == os.getpid():
+                return
+            if self.pid != os.getpid():  # a forked child: its parent's queue is not its own
+                self.queue = queue.Queue(QUEUE_SIZE)
+            self.pid = os.getpid()
+            self.thread = threading.Thread(target=self._run, name="baton-broadcast", daemon=True)
+            self.thread.start()
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        while True:
+            batch = [self.queue.get()]
+            while len(batch) < BATCH:  # whatever else is waiting: one pass for them all
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                if time.monotonic() < self.resume_at:
+                    # The layer failed a moment ago: skip without trying (no connection
+                    # attempts, no CPU taken from the steps) until the pause is over.
+                    self.stats.failed += len(batch)
+                else:
+                    loop.run_until_complete(self._send_all(batch))
+            finally:
+                for _ in batch:
+                    self.queue.task_done()
+            # Let events gather between passes (a pause, or a beat of GATHER seconds):
+            # waking once per event would take the GIL from the steps as often.
+            time.sleep(max(GATHER, min(self.resume_at - time.monotonic(), 1.0)))
+
+    async def _send_all(self, batch: list[tuple[str, list[str], dict[str, Any]]]) -> None:
+        from channels.layers import get_channel_layer
+
+        for number, (alias, groups, message) in enumerate(batch):
+            try:
+                layer = get_channel_layer(alias)
+                if layer is None:
+                    continue
+                for group in groups:
+                    await asyncio.wait_for(layer.group_send(group, message), SEND_TIMEOUT)
+                self.stats.sent += 1
+                self.pause = 0.0
+                if self.queue.qsize() < QUEUE_SIZE // 2:
+                    self.warned_drop = False
+            except Exception as error:  # a broadcast failure must never fail a step
+                # This event and the rest of the batch fail; so does whatever comes in
+                # the next `pause` seconds (0.5 s, doubling to 30 s while it lasts).
+                self.stats.failed += len(batch) - number
+                self.pause = min(MAX_PAUSE, max(MIN_PAUSE, 2 * self.pause))
+                self.resume_at = time.monotonic() + self.pause
+                self.failures += 1
+                if self.failures == 1 or self.failures % 100 == 0:
+                    logger.warning(
+                        "baton: broadcasting %s failed (%d failures so far), pausing "
+                        "broadcasts for %.1f s: %r",
+                        message.get("event"),
+                        self.failures,
+                        self.pause,
+                        error,
+                    )
+                return
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every queued event was handled (sent, failed or timed out)."""
+        deadline = time.monotonic() + timeout
+        while self.queue.unfinished_tasks:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+
+_sender = _Sender()
+atexit.register(lambda: _sender.flush(EXIT_FLUSH_SECONDS) if _sender.thread else None)
+
+
+def stats() -> SenderStats:
+    """This process's broadcast counters: queued, sent, failed, dropped."""
+    return _sender.stats
+
+
+def flush(timeout: float = 10.0) -> bool:
+    """Wait until this process's queued broadcasts are out (or gave up): for tests and
+    for a process about to exit. True when the queue drained in time."""
+    return _sender.flush(timeout)
+
+
 def send(groups: list[str], event: dict[str, Any]) -> None:
+    """Queue `event` for `groups`; returns at once, whatever the layer's state."""
     alias = settings.CHANNEL_LAYER
     if not alias:
         return
     try:
-        from channels.layers import get_channel_layer
-
-        layer = get_channel_layer(alias)
-        if layer is None:
-            return
-        message = {"type": MESSAGE_TYPE, **event}
-        for group in groups:
-            async_to_sync(layer.group_send)(group, message)
+        _sender.put(alias, list(groups), {"type": MESSAGE_TYPE, **event})
     except Exception:  # a broadcast failure must never fail a step
-        logger.exception("baton: broadcasting %s failed", event.get("event"))
+        logger.exception("baton: queueing broadcast %s failed", event.get("event"))
 
 
 def on_step_transitioned(
@@ -129,6 +275,26 @@ def on_workflow_inserted(workflow: Any) -> None:
     """A new workflow: the list pages show it before any of its steps moves."""
     send(
         [WORKFLOW_LIST_GROUP],
+        {
+            "event": "workflow",
+            "workflow_id": str(workflow.pk),
+            "workflow": workflow_payload(workflow),
+        },
+    )
+
+
+def on_workflow_changed(workflow_id: Any) -> None:
+    """A workflow moved without finishing (executing again after retry): its pages redraw
+    the header from the event. Reads the workflow after commit, so it says what is."""
+    if not settings.CHANNEL_LAYER:
+        return
+    from baton.models import Workflow
+
+    workflow = Workflow.objects.filter(pk=workflow_id).first()
+    if workflow is None:
+        return
+    send(
+        [workflow_group(workflow_id), WORKFLOW_LIST_GROUP],
         {
             "event": "workflow",
             "workflow_id": str(workflow.pk),

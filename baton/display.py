@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+import datetime
 from decimal import ROUND_HALF_UP, Decimal
+
+from django.utils import timezone
+
+EMPTY = "—"
+
+
+def format_moment(moment: datetime.datetime | None) -> str:
+    """A point in time for people, to the second, with its zone: "2026-12-02 14:19:24 UTC"
+    (in the current time zone; the live pages show it in the browser's, UTC on hover)."""
+    if moment is None:
+        return EMPTY
+    if timezone.is_aware(moment):
+        moment = timezone.localtime(moment)
+    return moment.strftime("%Y-%m-%d %H:%M:%S ") + (moment.tzname() or "")
 
 
 def format_seconds(seconds: float) -> str:

@@ -12,4 +12,6 @@ app_name = "baton"
 urlpatterns = [
     path("", views.workflow_list, name="workflows"),
     path("<uuid:workflow_id>/", views.workflow_detail, name="workflow"),
+    path("<uuid:workflow_id>/actions/", views.workflow_action, name="workflow-action"),
+    path("<uuid:workflow_id>/timeline/", views.workflow_timeline, name="workflow-timeline"),
 ]

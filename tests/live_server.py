@@ -3,6 +3,7 @@ against the database DBNAME (the test database), for the browser tests."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -11,6 +12,9 @@ def main(argv: list[str]) -> None:
     from django.conf import settings
 
     name, port = argv
+    # The web process broadcasts what it does (cancel / retry from the page), as in a
+    # project whose web and worker processes load the same settings.
+    os.environ["BATON_TEST_BROADCAST"] = "1"
     settings.DATABASES["default"]["NAME"] = name
     django.setup()
 

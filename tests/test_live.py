@@ -298,8 +298,12 @@ class TestViews:
 
         assert "<th>Cost</th>" in html
         for each, cell in (
-            (workflow, '<td data-role="cost" data-cost-usd="0.00027">$0.00027 + 1 unpriced</td>'),
-            (plain, '<td data-role="cost" data-cost-usd="">—</td>'),
+            (
+                workflow,
+                '<td data-role="cost" data-cost-usd="0.00027" data-label="Cost">'
+                "$0.00027 + 1 unpriced</td>",
+            ),
+            (plain, '<td data-role="cost" data-cost-usd="" data-label="Cost">—</td>'),
         ):
             row = re.search(rf'<tr data-workflow-id="{each.pk}".*?</tr>', html, re.S)
             assert row is not None and cell in row.group(0)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 from django.db import connections, transaction
 
+from baton import broadcast
 from baton.exceptions import BatonError, WorkflowExists
-from baton.execution.advance import STEP_COLUMNS, Announcements, enqueue, steps_from_rows
+from baton.execution import upstream
+from baton.execution.announce import announcing
+from baton.execution.cascade import enqueue
 from baton.execution.deferrer import database_alias
+from baton.execution.statements import STEP_COLUMNS, steps_from_rows
 from baton.graph.states import StepState, WorkflowState
 from baton.models import Workflow
 
@@ -36,8 +41,11 @@ def cancel_workflow(workflow: Workflow, reason: str = "workflow cancelled") -> i
     workflow had already finished.
     """
     alias = database_alias()
-    ann = Announcements(alias)
-    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+    with (
+        announcing(alias) as ann,
+        transaction.atomic(using=alias),
+        connections[alias].cursor() as cursor,
+    ):
         cursor.execute("SELECT state FROM baton_workflow WHERE id = %s FOR UPDATE", [workflow.pk])
         row = cursor.fetchone()
         if row is None or row[0] != WorkflowState.EXECUTING:
@@ -66,9 +74,10 @@ def cancel_workflow(workflow: Workflow, reason: str = "workflow cancelled") -> i
             ann.step(step, row[-1])
         # Queued jobs are cancelled; running ones are asked to abort (async steps are
         # interrupted, sync steps see job.should_abort()). The fence stops stragglers.
+        cancel_job = upstream.CANCEL_JOB.format(job_id="j.id", abort="j.status = 'doing'")
         cursor.execute(
-            """
-            SELECT procrastinate_cancel_job_v1(j.id, j.status = 'doing', false)
+            f"""
+            SELECT {cancel_job}
               FROM baton_step s JOIN procrastinate_jobs j ON j.id = s.job_id
              WHERE s.workflow_id = %(wf)s AND j.status IN ('todo', 'doing')
             """,
@@ -83,7 +92,6 @@ def cancel_workflow(workflow: Workflow, reason: str = "workflow cancelled") -> i
             [WorkflowState.CANCELLED.value, len(cancelled), workflow.pk],
         )
         ann.finished_workflows.append((workflow.pk, WorkflowState.CANCELLED.value))
-        ann.register()
     workflow.refresh_from_db(using=alias)
     logger.info("baton: workflow %s cancelled (%d steps)", workflow.pk, len(cancelled))
     return len(cancelled)
@@ -154,8 +162,11 @@ def retry_workflow(workflow: Workflow, steps: Sequence[str] | None = None) -> in
     and nothing changes.
     """
     alias = database_alias()
-    ann = Announcements(alias)
-    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+    with (
+        announcing(alias) as ann,
+        transaction.atomic(using=alias),
+        connections[alias].cursor() as cursor,
+    ):
         cursor.execute(
             "SELECT state, unique_key FROM baton_workflow WHERE id = %s FOR UPDATE", [workflow.pk]
         )
@@ -232,7 +243,11 @@ def retry_workflow(workflow: Workflow, steps: Sequence[str] | None = None) -> in
                 "wf": workflow.pk,
             },
         )
-        ann.register()
+        # After the steps' transitions: the workflow is executing again (its finish was
+        # announced; this says it un-finished).
+        transaction.on_commit(
+            functools.partial(broadcast.on_workflow_changed, workflow.pk), using=alias
+        )
     workflow.refresh_from_db(using=alias)
     logger.info("baton: workflow %s retried (%d steps)", workflow.pk, len(reset))
     return len(reset)

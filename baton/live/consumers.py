@@ -10,7 +10,8 @@ Messages sent to the browser (JSON):
   ``{"type": "step", "step": {...}}`` (with ``workflow_cost_usd`` and
   ``workflow_unpriced_calls``, the workflow's running totals, when that transition
   recorded model calls) and ``{"type": "workflow", "workflow": {...}}``; on
-  ``{"action": "detail", "step_id": N}`` it answers ``{"type": "detail", "step": {...}}``.
+  ``{"action": "detail", "step_id": N}`` it answers ``{"type": "detail", "step": {...}}``
+  with the step's error, queue and ``explanation`` (baton.explain: why it waits).
 - list socket: ``{"type": "workflows", "workflows": [...], "snapshot": bool}``; events
   only mark a workflow as changed, and its summary is re-read at most every
   ``LIST_REFRESH_SECONDS`` (one query for all changed workflows), so a busy workflow costs
@@ -31,8 +32,9 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from baton.broadcast import WORKFLOW_LIST_GROUP, step_payload, workflow_group, workflow_payload
-from baton.live.views import WORKFLOWS_PER_PAGE, can_view, workflow_snapshot
+from baton.broadcast import WORKFLOW_LIST_GROUP, step_payload, workflow_group
+from baton.explain import explain
+from baton.live.views import WORKFLOWS_PER_PAGE, can_view, workflow_snapshot, workflow_summaries
 from baton.models import Step, Workflow
 
 WORKFLOW_TOTALS = ("workflow_cost_usd", "workflow_unpriced_calls")
@@ -160,11 +162,11 @@ def _page_number(query_string: bytes) -> int:
 def _page_summaries(page: int) -> list[dict[str, Any]]:
     start = (page - 1) * WORKFLOWS_PER_PAGE
     workflows = Workflow.objects.order_by("-created_at", "-pk")[start : start + WORKFLOWS_PER_PAGE]
-    return [workflow_payload(workflow) for workflow in workflows]
+    return workflow_summaries(workflows)
 
 
 def _summaries(ids: set[str]) -> list[dict[str, Any]]:
-    return [workflow_payload(workflow) for workflow in Workflow.objects.filter(pk__in=ids)]
+    return workflow_summaries(Workflow.objects.filter(pk__in=ids))
 
 
 def _step_detail(workflow_id: uuid.UUID, step_id: int) -> dict[str, Any] | None:
@@ -178,4 +180,5 @@ def _step_detail(workflow_id: uuid.UUID, step_id: int) -> dict[str, Any] | None:
     detail["scheduled_at"] = step.scheduled_at.isoformat() if step.scheduled_at else None
     detail["queue"] = step.queue
     detail["task_name"] = step.task_name
+    detail["explanation"] = explain(step).as_dict()
     return detail

@@ -131,6 +131,7 @@
     formatCost: formatCost,
     formatDollars: formatDollars,
     compareDecimal: compareDecimal,
+    stats: { applied: 0, frames: 0 },
   };
 
   function duration(startIso, endIso) {
@@ -141,6 +142,23 @@
     return formatSeconds(Math.max(0, (end - Date.parse(startIso)) / 1000));
   }
 
+  /* One time convention on every page: local time with its zone in the text, UTC on
+   * hover (the title). */
+  function pad2(n) { return (n < 10 ? "0" : "") + n; }
+
+  function zoneName(date) {
+    try {
+      var parts = new Intl.DateTimeFormat(undefined, { timeZoneName: "short" }).formatToParts(date);
+      for (var i = 0; i < parts.length; i += 1) {
+        if (parts[i].type === "timeZoneName") {
+          return parts[i].value;
+        }
+      }
+    } catch (error) { /* an old browser: no zone name */ }
+    var offset = -date.getTimezoneOffset();
+    return "UTC" + (offset >= 0 ? "+" : "-") + pad2(Math.floor(Math.abs(offset) / 60)) + ":" + pad2(Math.abs(offset) % 60);
+  }
+
   function formatTime(iso) {
     if (!iso) {
       return "—";
@@ -149,9 +167,77 @@
     if (isNaN(date.getTime())) {
       return iso;
     }
-    var pad = function (n) { return (n < 10 ? "0" : "") + n; };
-    return date.getFullYear() + "-" + pad(date.getMonth() + 1) + "-" + pad(date.getDate()) +
-      " " + pad(date.getHours()) + ":" + pad(date.getMinutes()) + ":" + pad(date.getSeconds());
+    return date.getFullYear() + "-" + pad2(date.getMonth() + 1) + "-" + pad2(date.getDate()) +
+      " " + pad2(date.getHours()) + ":" + pad2(date.getMinutes()) + ":" + pad2(date.getSeconds()) +
+      " " + zoneName(date);
+  }
+
+  function formatUtc(iso) {
+    var date = new Date(iso);
+    if (!iso || isNaN(date.getTime())) {
+      return "";
+    }
+    return date.toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
+  }
+
+  /* Writes a time into `element` (a <time> or any element): local text, UTC title. */
+  function setTime(element, iso) {
+    element.textContent = formatTime(iso);
+    if (iso) {
+      element.setAttribute("title", formatUtc(iso));
+      if (element.tagName === "TIME") {
+        element.setAttribute("datetime", iso);
+      }
+    } else {
+      element.removeAttribute("title");
+    }
+  }
+
+  function localiseTimes(root) {
+    Array.prototype.forEach.call(root.querySelectorAll("time[datetime]"), function (element) {
+      setTime(element, element.getAttribute("datetime"));
+    });
+  }
+
+  /* Progress buckets, as baton.live.views.bucket: each step state counts in one. */
+  var BUCKETS = ["completed", "failed", "cancelled", "running", "waiting"];
+  var BUCKET_OF = { completed: "completed", discarded: "failed", cancelled: "cancelled", executing: "running" };
+
+  function bucketOf(state) {
+    return BUCKET_OF[state] || "waiting";
+  }
+
+  function emptyCounts() {
+    return { completed: 0, failed: 0, cancelled: 0, running: 0, waiting: 0 };
+  }
+
+  function countsText(counts) {
+    var parts = [];
+    BUCKETS.forEach(function (name) {
+      if (counts[name]) {
+        parts.push(thousands(String(counts[name])) + " " + name);
+      }
+    });
+    return parts.length ? parts.join(" · ") : "no steps";
+  }
+
+  /* Redraws a stacked bar (a .stack element) from counts. */
+  function renderStack(stack, counts) {
+    var total = 0;
+    BUCKETS.forEach(function (name) { total += counts[name] || 0; });
+    while (stack.firstChild) {
+      stack.removeChild(stack.firstChild);
+    }
+    BUCKETS.forEach(function (name) {
+      if (counts[name]) {
+        var segment = document.createElement("span");
+        segment.className = "segment";
+        segment.setAttribute("data-bucket", name);
+        segment.style.width = (100 * counts[name] / total).toFixed(3) + "%";
+        stack.appendChild(segment);
+      }
+    });
+    stack.setAttribute("aria-label", countsText(counts));
   }
 
   /* A WebSocket that reconnects with exponential backoff (0.5 s doubling to 15 s). */
@@ -202,27 +288,286 @@
     };
   }
 
+  /* ------------------------------------------------------------ zoom and pan (graph) */
+  /* The graph opens fitted to its frame; the wheel zooms around the pointer, a drag
+   * pans, the toolbar and the keyboard (+ − 0 1 and the arrows) do both. */
+  function graphView(wrap, svg, viewport) {
+    var width = Number(svg.getAttribute("data-width")) || 1;
+    var height = Number(svg.getAttribute("data-height")) || 1;
+    var view = { k: 1, x: 0, y: 0 };
+    var MAX_ZOOM = 4;
+    var fitted = true; /* until the user moves the view, a resize refits */
+    var zoomText = wrap.querySelector('[data-role="zoom"]');
+
+    function frame() {
+      return svg.getBoundingClientRect();
+    }
+
+    function fitZoom() {
+      var box = frame();
+      var pad = 16;
+      return Math.min((box.width - pad) / width, (box.height - pad) / height, 1);
+    }
+
+    function minZoom() {
+      return Math.min(0.05, fitZoom());
+    }
+
+    function apply() {
+      viewport.setAttribute("transform", "translate(" + view.x.toFixed(1) + " " + view.y.toFixed(1) + ") scale(" + view.k.toFixed(5) + ")");
+      svg.classList.toggle("far", view.k < 0.4);
+      wrap.setAttribute("data-zoom", view.k.toFixed(4));
+      wrap.setAttribute("data-pan", view.x.toFixed(0) + "," + view.y.toFixed(0));
+      if (zoomText) {
+        zoomText.textContent = Math.round(view.k * 100) + "%";
+      }
+    }
+
+    function fit() {
+      var box = frame();
+      view.k = Math.max(fitZoom(), 0.0001);
+      view.x = (box.width - width * view.k) / 2;
+      view.y = (box.height - height * view.k) / 2;
+      fitted = true;
+      apply();
+    }
+
+    function zoomAt(factor, cx, cy) {
+      var k = Math.min(MAX_ZOOM, Math.max(minZoom(), view.k * factor));
+      view.x = cx - (cx - view.x) * (k / view.k);
+      view.y = cy - (cy - view.y) * (k / view.k);
+      view.k = k;
+      fitted = false;
+      apply();
+    }
+
+    function zoomCentre(factor) {
+      var box = frame();
+      zoomAt(factor, box.width / 2, box.height / 2);
+    }
+
+    function panBy(dx, dy) {
+      view.x += dx;
+      view.y += dy;
+      fitted = false;
+      apply();
+    }
+
+    function actual() {
+      var box = frame();
+      /* 1:1 around the centre of what is on screen. */
+      zoomAt(1 / view.k, box.width / 2, box.height / 2);
+    }
+
+    svg.addEventListener("wheel", function (event) {
+      event.preventDefault();
+      var box = frame();
+      var delta = event.deltaMode === 1 ? event.deltaY * 16 : event.deltaY;
+      zoomAt(Math.exp(-delta * 0.0015), event.clientX - box.left, event.clientY - box.top);
+    }, { passive: false });
+
+    var drag = null;
+    var justDragged = false;
+    svg.addEventListener("pointerdown", function (event) {
+      if (event.button !== 0) {
+        return;
+      }
+      drag = { id: event.pointerId, x: event.clientX, y: event.clientY, moved: false };
+    });
+    svg.addEventListener("pointermove", function (event) {
+      if (!drag || drag.id !== event.pointerId) {
+        return;
+      }
+      var dx = event.clientX - drag.x;
+      var dy = event.clientY - drag.y;
+      if (!drag.moved && Math.abs(dx) + Math.abs(dy) < 4) {
+        return;
+      }
+      if (!drag.moved) {
+        drag.moved = true;
+        svg.setPointerCapture(event.pointerId);
+        svg.classList.add("dragging");
+      }
+      drag.x = event.clientX;
+      drag.y = event.clientY;
+      panBy(dx, dy);
+    });
+    function endDrag(event) {
+      if (drag && drag.id === event.pointerId) {
+        justDragged = drag.moved;
+        drag = null;
+        svg.classList.remove("dragging");
+      }
+    }
+    svg.addEventListener("pointerup", endDrag);
+    svg.addEventListener("pointercancel", endDrag);
+    /* A drag is not a click on the node it started on. */
+    svg.addEventListener("click", function (event) {
+      if (justDragged) {
+        event.preventDefault();
+        event.stopPropagation();
+        justDragged = false;
+      }
+    }, true);
+
+    Array.prototype.forEach.call(wrap.querySelectorAll("[data-zoom]"), function (button) {
+      button.addEventListener("click", function () {
+        var action = button.getAttribute("data-zoom");
+        if (action === "in") { zoomCentre(1.4); }
+        else if (action === "out") { zoomCentre(1 / 1.4); }
+        else if (action === "fit") { fit(); }
+        else if (action === "actual") { actual(); }
+      });
+    });
+
+    wrap.addEventListener("keydown", function (event) {
+      if (event.ctrlKey || event.metaKey || event.altKey) {
+        return;
+      }
+      var step = 60;
+      var handled = true;
+      switch (event.key) {
+        case "+": case "=": zoomCentre(1.4); break;
+        case "-": case "_": zoomCentre(1 / 1.4); break;
+        case "0": fit(); break;
+        case "1": actual(); break;
+        case "ArrowLeft": panBy(step, 0); break;
+        case "ArrowRight": panBy(-step, 0); break;
+        case "ArrowUp": panBy(0, step); break;
+        case "ArrowDown": panBy(0, -step); break;
+        default: handled = false;
+      }
+      if (handled) {
+        event.preventDefault();
+      }
+    });
+
+    function resized() {
+      if (fitted) {
+        fit();
+      }
+    }
+    window.addEventListener("resize", resized);
+
+    fit();
+    return { fit: fit, zoomAt: zoomAt, panBy: panBy, view: view, resized: resized };
+  }
+
+  /* -------------------------------------------------------------- actions (page) */
+  /* Cancel / retry buttons for users with baton.change_workflow (the server renders them
+   * only for them, and checks again on POST). The result is said in words; the states
+   * themselves then arrive over the socket like any other change. */
+  function actionsPanel(detail) {
+    var form = document.getElementById("baton-actions");
+    var RETRYABLE = { discarded: true, cancelled: true };
+    if (!form || !config.canChange) {
+      return;
+    }
+    var token = form.querySelector('input[name="csrfmiddlewaretoken"]').value;
+    var cancel = form.querySelector('[data-action="cancel"]');
+    var retry = form.querySelector('[data-action="retry"]');
+    var result = form.querySelector('[data-role="action-result"]');
+    var stepButton = detail.querySelector('[data-action="retry-step"]');
+    var stepResult = detail.querySelector('[data-role="step-action-result"]');
+    var stepName = null;
+
+    function say(element, ok, message) {
+      element.setAttribute("data-result", ok ? "ok" : "error");
+      element.textContent = message;
+    }
+
+    function post(fields, output, button) {
+      var body = new FormData();
+      body.append("csrfmiddlewaretoken", token);
+      Object.keys(fields).forEach(function (key) { body.append(key, fields[key]); });
+      button.disabled = true;
+      say(output, true, "…");
+      return window.fetch(config.actionUrl, {
+        method: "POST",
+        body: body,
+        credentials: "same-origin",
+        headers: { "Accept": "application/json", "X-CSRFToken": token },
+      }).then(function (response) {
+        return response.json().then(function (data) {
+          say(output, Boolean(data.ok), data.message || ("HTTP " + response.status));
+        }, function () {
+          say(output, false, "The server answered " + response.status + ".");
+        });
+      }, function () {
+        say(output, false, "The request did not reach the server.");
+      }).then(function () {
+        button.disabled = false;
+      });
+    }
+
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var button = event.submitter || cancel;
+      var action = button.value;
+      if (action === "cancel" && !window.confirm("Cancel this workflow? Running steps are asked to stop.")) {
+        return;
+      }
+      post({ action: action }, result, button);
+    });
+
+    if (stepButton) {
+      stepButton.addEventListener("click", function () {
+        if (stepName !== null) {
+          post({ action: "retry-step", step: stepName }, stepResult, stepButton);
+        }
+      });
+    }
+
+    window.batonLive.onWorkflow = function (summary) {
+      cancel.hidden = summary.state !== "executing";
+      retry.hidden = !(summary.state === "failed" || summary.state === "cancelled");
+    };
+    window.batonLive.onStepShown = function (step, changed) {
+      if (!stepButton) {
+        return;
+      }
+      if (changed) {
+        stepResult.textContent = "";
+      }
+      stepName = step.name;
+      stepButton.hidden = !RETRYABLE[step.state];
+    };
+  }
+
   /* ------------------------------------------------------------------ workflow page */
   function workflowPage() {
     var workflow = config.workflow;
+    var groupSizes = config.groups || {};
+    /* Every step the page knows: id -> {state, version, step, node, group}. Drawn steps
+     * have a node; steps of a collapsed group count in their group's node. */
+    var steps = new Map();
     var nodes = new Map();
+    var groups = new Map();
+    var counts = emptyCounts();
     var done = 0;
     var selected = null;
     var header = document.getElementById("baton-workflow");
     var stateBadge = header.querySelector('[data-role="workflow-state"]');
     var progressText = header.querySelector('[data-role="progress"]');
     var progressBar = header.querySelector('[data-role="bar"]');
+    var countsLabel = header.querySelector('[data-role="counts"]');
     var durationText = header.querySelector('[data-role="duration"]');
     var costText = header.querySelector('[data-role="cost"]');
     var budgetText = header.querySelector('[data-role="budget"]');
     var reasonFact = header.querySelector('[data-role="reason-fact"]');
     var reasonText = header.querySelector('[data-role="reason"]');
     var detail = document.getElementById("baton-detail");
+    var wrap = document.getElementById("baton-graph-wrap");
+    var svg = document.getElementById("baton-graph");
     /* The workflow's running totals: both only grow, so the highest seen is the newest
      * (events from several workers may cross). */
     var totals = { cost: null, unpriced: 0 };
 
-    Array.prototype.forEach.call(document.querySelectorAll("#baton-graph .node"), function (element) {
+    localiseTimes(document);
+    actionsPanel(detail);
+    window.batonLive.view = graphView(wrap, svg, document.getElementById("baton-viewport"));
+
+    Array.prototype.forEach.call(svg.querySelectorAll(".node"), function (element) {
       var node = {
         id: Number(element.getAttribute("data-step-id")),
         element: element,
@@ -233,6 +578,8 @@
         step: { name: element.getAttribute("data-step"), state: element.getAttribute("data-state") },
       };
       nodes.set(node.id, node);
+      steps.set(node.id, { state: node.state, version: node.version, node: node, group: null });
+      counts[bucketOf(node.state)] += 1;
       if (TERMINAL[node.state]) {
         done += 1;
       }
@@ -245,6 +592,54 @@
       });
     });
 
+    Array.prototype.forEach.call(svg.querySelectorAll(".group"), function (element) {
+      groups.set(element.getAttribute("data-group"), {
+        element: element,
+        counts: null, /* known from the snapshot on */
+        countsText: element.querySelector('[data-role="group-counts"]'),
+        bar: element.querySelector(".group-bar"),
+        title: element.querySelector("title"),
+        dirty: false,
+      });
+    });
+
+    function groupState(c) {
+      if (c.running) { return "executing"; }
+      if (c.failed) { return "discarded"; }
+      if (c.waiting) { return c.completed ? "available" : "waiting"; }
+      if (c.cancelled) { return "cancelled"; }
+      return "completed";
+    }
+
+    var SVG_NS = "http://www.w3.org/2000/svg";
+    var GROUP_BAR = 164;
+
+    function renderGroup(name, group) {
+      var c = group.counts;
+      var size = groupSizes[name] || 0;
+      var text = countsText(c);
+      group.element.setAttribute("data-state", groupState(c));
+      group.countsText.textContent = text;
+      group.title.textContent = name + ": " + size + " steps (" + text + "). Click to draw each step.";
+      while (group.bar.firstChild) {
+        group.bar.removeChild(group.bar.firstChild);
+      }
+      var x = 0;
+      BUCKETS.forEach(function (bucket) {
+        if (c[bucket]) {
+          var width = GROUP_BAR * c[bucket] / Math.max(size, 1);
+          var rect = document.createElementNS(SVG_NS, "rect");
+          rect.setAttribute("data-bucket", bucket);
+          rect.setAttribute("height", "5");
+          rect.setAttribute("x", x.toFixed(1));
+          rect.setAttribute("width", width.toFixed(1));
+          group.bar.appendChild(rect);
+          x += width;
+        }
+      });
+      group.dirty = false;
+    }
+
     function stateLabel(step) {
       if (step.state === "retryable" || (step.state === "executing" && step.attempt > 1)) {
         return step.state + " · try " + step.attempt + "/" + step.max_attempts;
@@ -253,9 +648,10 @@
     }
 
     function renderProgress() {
-      progressText.textContent = done + "/" + nodes.size;
-      progressBar.max = nodes.size;
-      progressBar.value = done;
+      var total = Math.max(workflow.step_count || 0, steps.size);
+      progressText.textContent = done + "/" + total;
+      renderStack(progressBar, counts);
+      countsLabel.textContent = countsText(counts);
     }
 
     function renderDuration() {
@@ -278,6 +674,7 @@
       stateBadge.setAttribute("data-state", summary.state);
       stateBadge.textContent = summary.state;
       header.setAttribute("data-state", summary.state);
+      document.body.setAttribute("data-workflow-state", summary.state);
       applyTotals(summary.cost_usd, summary.unpriced_calls);
       if (summary.budget_usd !== null && summary.budget_usd !== undefined) {
         budgetText.textContent = "of " + formatDollars(summary.budget_usd);
@@ -288,6 +685,9 @@
       reasonText.textContent = summary.reason || "";
       reasonFact.hidden = !summary.reason;
       renderDuration();
+      if (window.batonLive.onWorkflow) {
+        window.batonLive.onWorkflow(summary);
+      }
     }
 
     function nodeTitle(step) {
@@ -300,20 +700,45 @@
 
     /* Keep each step's highest version: events from several workers may cross. */
     function applyStep(step) {
-      var node = nodes.get(step.id);
-      if (!node) {
-        return false;
+      var entry = steps.get(step.id);
+      if (!entry) {
+        if (!step.group || !groups.has(step.group)) {
+          return false;
+        }
+        entry = { state: null, version: -1, node: null, group: step.group };
+        steps.set(step.id, entry);
       }
-      if (step.version === node.version && node.step.id === undefined) {
+      var node = entry.node;
+      if (node && step.version === node.version && node.step.id === undefined) {
         /* The snapshot of a step the page drew at this version: keep its fields. */
         node.step = step;
         node.title.textContent = nodeTitle(step);
         return false;
       }
-      if (!(step.version > node.version)) {
+      if (!(step.version > entry.version)) {
         return false;
       }
-      var wasDone = Boolean(TERMINAL[node.state]);
+      var old = entry.state;
+      if (old !== null) {
+        counts[bucketOf(old)] -= 1;
+        done -= TERMINAL[old] ? 1 : 0;
+      }
+      counts[bucketOf(step.state)] += 1;
+      done += TERMINAL[step.state] ? 1 : 0;
+      entry.state = step.state;
+      entry.version = step.version;
+      entry.step = step;
+      if (entry.group) {
+        var group = groups.get(entry.group);
+        if (group.counts) {
+          if (old !== null) {
+            group.counts[bucketOf(old)] -= 1;
+          }
+          group.counts[bucketOf(step.state)] += 1;
+          group.dirty = true;
+        }
+        return true;
+      }
       node.version = step.version;
       node.state = step.state;
       node.step = step;
@@ -321,11 +746,49 @@
       node.element.setAttribute("data-version", String(step.version));
       node.stateText.textContent = stateLabel(step);
       node.title.textContent = nodeTitle(step);
-      done += (TERMINAL[step.state] ? 1 : 0) - (wasDone ? 1 : 0);
       if (selected === node) {
-        fillDetail(Object.assign({}, node.detail || {}, step));
+        var merged = Object.assign({}, node.detail || {}, step);
+        delete merged.explanation; /* stale: a new one is on its way */
+        fillDetail(merged);
+        socket.send({ action: "detail", step_id: node.id });
       }
       return true;
+    }
+
+    /* Step events are drawn once per animation frame, however many arrive: a burst of
+     * transitions costs one layout, not one per event. Only the newest event of each
+     * step within a frame matters (older versions would be dropped anyway). */
+    var pending = new Map();
+    var scheduled = false;
+
+    function flush() {
+      scheduled = false;
+      var changed = false;
+      pending.forEach(function (step) {
+        changed = applyStep(step) || changed;
+        window.batonLive.stats.applied += 1;
+      });
+      pending.clear();
+      groups.forEach(function (group, name) {
+        if (group.dirty) {
+          renderGroup(name, group);
+        }
+      });
+      if (changed) {
+        renderProgress();
+      }
+      window.batonLive.stats.frames += 1;
+    }
+
+    function queueStep(step) {
+      var queued = pending.get(step.id);
+      if (!queued || step.version > queued.version) {
+        pending.set(step.id, step);
+      }
+      if (!scheduled) {
+        scheduled = true;
+        window.requestAnimationFrame(flush);
+      }
     }
 
     function fillDetail(step) {
@@ -333,12 +796,11 @@
         name: step.name,
         state: step.state,
         attempt: step.attempt === undefined ? "—" : step.attempt + " of " + step.max_attempts,
-        started_at: formatTime(step.started_at),
-        finished_at: formatTime(step.finished_at),
         duration: step.started_at ? duration(step.started_at, step.finished_at) : "—",
         cost: step.unpriced_calls === undefined ? "—"
           : formatCost(step.cost_usd, step.unpriced_calls),
         task_name: step.task_name || "—",
+        queue: step.queue || "—",
         reason: step.reason || "—",
         last_error: step.last_error || "—",
       };
@@ -348,7 +810,28 @@
           element.textContent = fields[key];
         }
       });
+      setTime(detail.querySelector('[data-field="started_at"]'), step.started_at);
+      setTime(detail.querySelector('[data-field="finished_at"]'), step.finished_at);
       detail.querySelector('[data-field="state"]').setAttribute("data-state", step.state);
+      var changed = detail.getAttribute("data-step-id") !== String(step.id);
+      detail.setAttribute("data-step-id", String(step.id));
+      detail.setAttribute("data-step-state", step.state);
+      var why = detail.querySelector('[data-field="explanation"]');
+      if (changed || step.explanation) {
+        while (why.firstChild) {
+          why.removeChild(why.firstChild);
+        }
+        var sentences = step.explanation ? step.explanation.sentences : ["…"];
+        sentences.forEach(function (sentence) {
+          var item = document.createElement("li");
+          item.textContent = sentence;
+          why.appendChild(item);
+        });
+        why.setAttribute("data-no-worker", step.explanation && step.explanation.no_worker ? "true" : "false");
+      }
+      if (window.batonLive.onStepShown) {
+        window.batonLive.onStepShown(step, changed);
+      }
     }
 
     function showDetail(node) {
@@ -358,29 +841,52 @@
       selected = node;
       node.element.classList.add("selected");
       detail.hidden = false;
-      fillDetail(Object.assign({}, node.detail || {}, node.step));
+      /* On wide screens the graph makes room for the panel instead of hiding under it. */
+      document.body.classList.add("detail-open");
+      window.batonLive.view.resized();
+      fillDetail(Object.assign({ id: node.id }, node.detail || {}, node.step));
       socket.send({ action: "detail", step_id: node.id });
     }
+    window.batonLive.refreshDetail = function () {
+      if (selected) {
+        socket.send({ action: "detail", step_id: selected.id });
+      }
+    };
 
     detail.querySelector('[data-role="close"]').addEventListener("click", function () {
       detail.hidden = true;
+      document.body.classList.remove("detail-open");
+      window.batonLive.view.resized();
       if (selected) {
         selected.element.classList.remove("selected");
         selected = null;
       }
     });
 
-    var socket = openSocket(config.socket, {
-      message: function (data) {
+    function handleMessage(data) {
         if (data.type === "snapshot") {
+          /* A fresh count from the snapshot: it holds every step. */
+          pending.clear();
           data.steps.forEach(applyStep);
+          counts = emptyCounts();
+          done = 0;
+          groups.forEach(function (group) { group.counts = emptyCounts(); });
+          steps.forEach(function (entry) {
+            if (entry.state === null) {
+              return;
+            }
+            counts[bucketOf(entry.state)] += 1;
+            done += TERMINAL[entry.state] ? 1 : 0;
+            if (entry.group) {
+              groups.get(entry.group).counts[bucketOf(entry.state)] += 1;
+            }
+          });
+          groups.forEach(function (group, name) { renderGroup(name, group); });
           applyWorkflow(data.workflow);
           renderProgress();
           document.body.setAttribute("data-snapshot", "received");
         } else if (data.type === "step") {
-          if (applyStep(data.step)) {
-            renderProgress();
-          }
+          queueStep(data.step);
           if ("workflow_unpriced_calls" in data || "workflow_cost_usd" in data) {
             applyTotals(data.workflow_cost_usd, data.workflow_unpriced_calls);
           }
@@ -399,9 +905,14 @@
               fillDetail(merged);
             }
           }
+        } else if (window.batonLive.onMessage) {
+          window.batonLive.onMessage(data);
         }
-      },
-    });
+    }
+    /* For tests and the console: hand the page a message as if the socket sent it. */
+    window.batonLive.deliver = handleMessage;
+    var socket = openSocket(config.socket, { message: handleMessage });
+    window.batonLive.socket = socket;
 
     renderProgress();
     applyTotals(workflow.cost_usd, workflow.unpriced_calls);
@@ -410,6 +921,12 @@
         renderDuration();
       }
     }, 1000);
+    /* An open step that is not finished: its dependencies and queue move without it. */
+    window.setInterval(function () {
+      if (selected && !TERMINAL[selected.state] && !detail.hidden) {
+        socket.send({ action: "detail", step_id: selected.id });
+      }
+    }, 5000);
   }
 
   /* ---------------------------------------------------------------------- list page */
@@ -418,6 +935,7 @@
     var rows = new Map();
     var uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
+    localiseTimes(document);
     Array.prototype.forEach.call(body.querySelectorAll("tr[data-workflow-id]"), function (row) {
       rows.set(row.getAttribute("data-workflow-id"), row);
     });
@@ -447,16 +965,22 @@
       cell(row).appendChild(badge);
       var progress = cell(row);
       progress.className = "progress-cell";
-      var bar = document.createElement("progress");
+      var bar = document.createElement("span");
+      bar.className = "stack";
       bar.setAttribute("data-role", "bar");
+      bar.setAttribute("role", "img");
       progress.appendChild(bar);
       progress.appendChild(document.createTextNode(" "));
       var text = document.createElement("span");
       text.setAttribute("data-role", "progress");
       progress.appendChild(text);
+      progress.appendChild(document.createTextNode(" "));
+      var countsLabel = document.createElement("span");
+      countsLabel.className = "counts";
+      countsLabel.setAttribute("data-role", "counts");
+      progress.appendChild(countsLabel);
       var time = document.createElement("time");
-      time.setAttribute("datetime", summary.created_at);
-      time.textContent = formatTime(summary.created_at);
+      setTime(time, summary.created_at);
       cell(row).appendChild(time);
       cell(row).setAttribute("data-role", "duration");
       cell(row, "—").setAttribute("data-role", "cost");
@@ -495,7 +1019,7 @@
       }
       var row = rows.get(summary.id);
       if (!row) {
-        if (config.page !== 1) {
+        if (config.page !== 1 || config.filtered) {
           return;
         }
         row = newRow(summary);
@@ -509,9 +1033,10 @@
       badge.setAttribute("data-state", summary.state);
       badge.textContent = summary.state;
       row.querySelector('[data-role="progress"]').textContent = doneSteps + "/" + summary.step_count;
-      var bar = row.querySelector('[data-role="bar"]');
-      bar.max = summary.step_count;
-      bar.value = doneSteps;
+      if (summary.counts) {
+        renderStack(row.querySelector('[data-role="bar"]'), summary.counts);
+        row.querySelector('[data-role="counts"]').textContent = countsText(summary.counts);
+      }
       var cost = row.querySelector('[data-role="cost"]');
       cost.textContent = formatCost(summary.cost_usd, summary.unpriced_calls);
       cost.setAttribute("data-cost-usd", summary.cost_usd || "");
@@ -542,5 +1067,10 @@
     workflowPage();
   } else if (config.kind === "list") {
     listPage();
+  } else if (config.kind === "timeline") {
+    /* Drawn by the server as of loading: no socket; "Refresh" redraws it. */
+    localiseTimes(document);
+    setConnection("static", "as loaded");
+    document.body.setAttribute("data-snapshot", "received");
   }
 })();
