@@ -23,6 +23,9 @@ SETTINGS = settings(
 )
 
 # Names without spaces or "->", so that a cycle message splits back into names.
+# Text PostgreSQL stores: no NUL, no unpaired surrogates (those are refused by validate,
+# see test_unstorable_text_is_refused).
+STORABLE = st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",))
 NAME = st.text(alphabet=string.ascii_letters + string.digits + "_.:", min_size=1, max_size=12)
 
 Dag = tuple[list[str], list[list[str]]]
@@ -143,7 +146,7 @@ def test_unknown_dep_is_reported_by_name(dag: Dag, data: st.DataObject, ghost: s
 
 
 @SETTINGS
-@given(st.lists(st.text(max_size=8), min_size=1, max_size=10))
+@given(st.lists(st.text(STORABLE, max_size=8), min_size=1, max_size=10))
 def test_group_dependents_see_every_member(keys: list[str]) -> None:
     unique_keys = list(dict.fromkeys(keys))
     wf = WorkflowGraph("prop").add_many("grp", {k: StepSpec("tests.echo", {}) for k in keys})
@@ -157,23 +160,38 @@ def _args_values() -> st.SearchStrategy[Any]:
         st.none()
         | st.booleans()
         | st.integers()
-        | st.text()
+        | st.text(STORABLE)
         | st.floats(allow_nan=False, allow_infinity=False)
     )
     return st.recursive(
         json_scalars,
         lambda children: (
             st.lists(children, max_size=4)
-            | st.dictionaries(st.text(max_size=5), children, max_size=4)
+            | st.dictionaries(st.text(STORABLE, max_size=5), children, max_size=4)
         ),
         max_leaves=10,
     )
 
 
 @SETTINGS
-@given(st.dictionaries(st.text(max_size=8), _args_values(), max_size=5))
+@given(st.dictionaries(st.text(STORABLE, max_size=8), _args_values(), max_size=5))
 def test_json_args_always_validate(args: dict[str, Any]) -> None:
     WorkflowGraph("prop").add("a", StepSpec("tests.echo", args)).validate()
+
+
+@SETTINGS
+@given(st.text(STORABLE, max_size=5), st.sampled_from(["\x00", "\ud800", "\udfff"]))
+def test_unstorable_text_is_refused(text: str, bad: str) -> None:
+    import pytest
+
+    for graph in (
+        WorkflowGraph("prop").add("a", StepSpec("tests.echo", {"t": text + bad})),
+        WorkflowGraph("prop").add("a", StepSpec("tests.echo", {text + bad: 1})),
+        WorkflowGraph("prop").add(text + bad + "a", StepSpec("tests.echo", {})),
+        WorkflowGraph("p" + bad).add("a", StepSpec("tests.echo", {})),
+    ):
+        with pytest.raises(InvalidWorkflow):
+            graph.validate()
 
 
 @SETTINGS

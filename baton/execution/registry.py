@@ -16,6 +16,11 @@ if TYPE_CHECKING:
 registry: dict[str, type[Step]] = {}
 
 
+def unstorable(text: str) -> bool:
+    """Whether PostgreSQL's text columns refuse `text` (NUL, unpaired surrogates)."""
+    return "\x00" in text or any("\ud800" <= char <= "\udfff" for char in text)
+
+
 def is_registered(task_name: str) -> bool:
     return task_name in registry
 
@@ -33,14 +38,20 @@ def option_problems(options: dict[str, Any]) -> list[str]:
         problems.append(
             f"queue must be a non-empty string of at most {MAX_QUEUE_BYTES} bytes, got {queue!r}"
         )
-    if not isinstance(options.get("priority"), int):
-        problems.append(f"priority must be an int, got {options.get('priority')!r}")
+    priority = options.get("priority")
+    if (
+        not isinstance(priority, int)
+        or isinstance(priority, bool)
+        or not -(2**31) <= priority < 2**31
+    ):
+        problems.append(f"priority must be an int between -2**31 and 2**31-1, got {priority!r:.40}")
     attempts = options.get("max_attempts")
     if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
         problems.append(f"max_attempts must be an int >= 1, got {attempts!r}")
     lock = options.get("lock")
-    if lock is not None and (not isinstance(lock, str) or len(lock) > 255):
+    if lock is not None and (not isinstance(lock, str) or len(lock) > 255 or unstorable(lock)):
         problems.append(
-            f"lock must be None or a string of at most 255 characters, got {lock!r:.60}"
+            f"lock must be None or a string of at most 255 characters, without NUL "
+            f"characters or unpaired surrogates, got {lock!r:.60}"
         )
     return problems

@@ -14,6 +14,7 @@ import dataclasses
 import inspect
 import json
 import logging
+import re
 import time
 import traceback as traceback_module
 from collections.abc import Callable
@@ -21,7 +22,13 @@ from typing import Any, ClassVar
 
 import psycopg
 from asgiref.sync import sync_to_async
-from django.db import InterfaceError, OperationalError, close_old_connections, connections
+from django.db import (
+    DataError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connections,
+)
 from procrastinate import JobContext
 from procrastinate.contrib.django import app as procrastinate_app
 from procrastinate.job_context import AbortReason
@@ -35,6 +42,7 @@ from baton.execution.outcomes import Discard, Error, Snooze
 from baton.execution.registry import option_problems, registry
 from baton.graph.policy import backoff_seconds, should_retry
 from baton.graph.spec import StepSpec
+from baton.graph.validate import json_problem
 from baton.llm.ledger import Call, Ledger
 from baton.llm.usage import Usage
 
@@ -278,6 +286,16 @@ def _register(cls: type[Step]) -> None:
 
 
 # ---------------------------------------------------------------------------- running
+class OutcomeNotStorable(Exception):
+    """PostgreSQL refused to store what an attempt returned or raised."""
+
+    def __init__(self, step_name: str, cause: BaseException) -> None:
+        super().__init__(
+            f"the outcome of step {step_name!r} could not be stored: "
+            f"{type(cause).__name__}: {str(cause).strip()[:500]}"
+        )
+
+
 class AttemptFailed(Exception):
     """Raised to Procrastinate after baton recorded a failed attempt, so the job shows
     as failed there too; baton, not Procrastinate, schedules the next attempt."""
@@ -378,6 +396,12 @@ def _job_id(context: JobContext) -> int:
     return int(context.job.id)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+#: The longest snooze or backoff delay baton schedules (a year); longer ones are capped.
+MAX_DELAY_SECONDS = 365 * 24 * 3600.0
+
 # Threads that run synchronous perform()s under a timeout, reused across attempts (a
 # thread per attempt cost ~0.2 ms of CPU per step). A thread cannot be killed: one whose
 # perform() outlived its timeout keeps its place until it returns, hence the room.
@@ -422,7 +446,15 @@ def _conclude(step: Step, claimed: advance.Claim, job: Job, value: Any) -> None:
     if isinstance(outcome, advance.Completed) and job._graft is not None and len(job._graft):
         outcome = _with_graft(step, claimed, job, outcome)
     try:
-        advance.finish(claimed, outcome)
+        try:
+            advance.finish(claimed, outcome)
+        except (DataError, psycopg.DataError) as exc:
+            # PostgreSQL refused what the outcome holds: record that as the attempt's
+            # failure (one attempt spent) rather than leave the step executing.
+            logger.exception("baton: the outcome of step %s could not be stored", claimed.step.name)
+            value = OutcomeNotStorable(claimed.step.name, exc)
+            outcome = to_outcome(step, claimed, value)
+            advance.finish(claimed, outcome)
     finally:
         tracing.end_attempt(job._span, outcome, value)
     if isinstance(value, BaseException) and not isinstance(value, (Snooze, Discard)):
@@ -446,22 +478,27 @@ def _with_graft(
 def to_outcome(step: Step, claimed: advance.Claim, value: Any) -> advance.AttemptOutcome:
     name = claimed.step.name
     if isinstance(value, Snooze):
-        return advance.Rescheduled(delay_seconds=value.seconds, snooze=True)
+        return advance.Rescheduled(delay_seconds=_bounded_delay(value.seconds), snooze=True)
     if isinstance(value, Discard):
         return advance.Discarded(
-            reason=value.reason, workflow_reason=getattr(value, "workflow_reason", "")
+            reason=storable_text(value.reason),
+            workflow_reason=storable_text(getattr(value, "workflow_reason", "")),
         )
     if not isinstance(value, BaseException) and not isinstance(value, Error):
         try:
             return _completed(name, value)
         except (ResultTooLarge, ResultNotSerializable) as exc:
             value = exc
-    error_text = _describe(value)
-    trace = "".join(traceback_module.format_exception(value)) if value.__traceback__ else ""
+    error_text = storable_text(_describe(value))
+    try:
+        trace = "".join(traceback_module.format_exception(value)) if value.__traceback__ else ""
+    except Exception:  # a broken __str__ in the chain: the error line is enough
+        trace = ""
+    trace = storable_text(trace)
     max_attempts = claimed.step.max_attempts
     if should_retry(claimed.attempt, max_attempts):
         return advance.Rescheduled(
-            delay_seconds=step.backoff(claimed.attempt),
+            delay_seconds=_bounded_delay(step.backoff(claimed.attempt)),
             snooze=False,
             error=error_text,
             traceback=trace,
@@ -475,8 +512,31 @@ def to_outcome(step: Step, claimed: advance.Claim, value: Any) -> advance.Attemp
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, Error):
-        return exc.reason
-    return f"{type(exc).__name__}: {exc}"
+        return str(exc.reason)
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:  # its __str__ raised
+        return f"{type(exc).__name__} (its message could not be read)"
+
+
+def storable_text(text: str) -> str:
+    """`text` as PostgreSQL's text columns accept it: NUL characters (which text cannot
+    hold) are shown as \\x00 and unpaired surrogates (which UTF-8 cannot encode) as
+    U+FFFD, so the error still says what it said."""
+    if not isinstance(text, str):
+        text = str(text)
+    return _SURROGATE.sub("\ufffd", text.replace("\x00", "\\x00"))
+
+
+def _bounded_delay(seconds: Any) -> float:
+    """A backoff as the database can schedule it: a number in [0, MAX_DELAY_SECONDS]."""
+    try:
+        delay = float(seconds)
+    except (TypeError, ValueError):
+        return 0.0
+    if delay != delay or delay < 0:  # NaN, negative
+        return 0.0
+    return min(delay, MAX_DELAY_SECONDS)
 
 
 def _completed(name: str, value: Any) -> advance.Completed:
@@ -486,6 +546,14 @@ def _completed(name: str, value: Any) -> advance.Completed:
         text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ResultNotSerializable(name, str(exc)) from exc
+    except RecursionError as exc:
+        raise ResultNotSerializable(name, "it is nested too deeply") from exc
+    # What JSON allows and PostgreSQL's jsonb does not: a cheap look at the JSON text
+    # first, the walk over the value only when it may hold one.
+    if "\\u0000" in text or _ESCAPED_SURROGATE.search(text):
+        problem = json_problem(value)
+        if problem:
+            raise ResultNotSerializable(name, problem)
     size = len(text.encode())
     limit = baton_settings.RESULT_MAX_BYTES
     if size > limit:

@@ -13,7 +13,7 @@ from typing import Any, Protocol, Self
 
 from baton.exceptions import InvalidWorkflow
 from baton.graph.spec import NodeSpec, StepSpec
-from baton.graph.validate import expand_deps, find_problems
+from baton.graph.validate import expand_deps, find_problems, text_problem
 
 MODEL_ARG = "workflow_model"
 MAX_WORKFLOW_NAME_LENGTH = 200
@@ -201,6 +201,8 @@ class WorkflowGraph:
         problems = list(self._problems)
         if not isinstance(self.workflow_name, str) or not self.workflow_name.strip():
             problems.append("workflow_name must be a non-empty string")
+        elif text_problem(self.workflow_name):
+            problems.append(f"workflow_name {text_problem(self.workflow_name)}")
         elif len(self.workflow_name) > MAX_WORKFLOW_NAME_LENGTH:
             problems.append(
                 f"workflow_name is {len(self.workflow_name)} characters long; "

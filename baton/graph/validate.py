@@ -45,8 +45,11 @@ def find_problems(
     seen: set[str] = set()
     groups = {node.group for node in nodes if node.group is not None}
     for node in nodes:
-        if not isinstance(node.name, str) or not node.name:
+        if not isinstance(node.name, str) or not node.name.strip():
             problems.append(f"step name must be a non-empty string, got {node.name!r}")
+            continue
+        if text_problem(node.name):
+            problems.append(f"step name {node.name[:40]!r}: {text_problem(node.name)}")
             continue
         if len(node.name) > MAX_NAME_LENGTH:
             problems.append(
@@ -102,20 +105,40 @@ def find_cycle(deps: Mapping[str, Iterable[str]]) -> list[str] | None:
     return None
 
 
+def text_problem(text: str) -> str | None:
+    """Why PostgreSQL would refuse `text` in a text or jsonb column, or None."""
+    if "\x00" in text:
+        return "contains a NUL character, which PostgreSQL cannot store"
+    if any("\ud800" <= char <= "\udfff" for char in text):
+        return "contains an unpaired surrogate, which is not UTF-8"
+    return None
+
+
 def json_problem(value: Any) -> str | None:
-    """Why `value` does not survive a JSON round trip unchanged in kind, or None."""
+    """Why `value` does not survive a JSON round trip unchanged in kind (or would not be
+    stored by PostgreSQL's jsonb), or None."""
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         return str(exc)
+    except RecursionError:
+        return "it is nested too deeply"
     return _non_string_keys(value)
 
 
 def _non_string_keys(value: Any) -> str | None:
+    """Non-string dict keys, non-finite floats, and text jsonb refuses (NUL, unpaired
+    surrogates), wherever they are in `value`."""
+    if isinstance(value, str):
+        problem = text_problem(value)
+        return f"{value[:20]!r} {problem}" if problem else None
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 return f"dict key {key!r} is not a string"
+            problem = text_problem(key)
+            if problem:
+                return f"dict key {key[:20]!r} {problem}"
             problem = _non_string_keys(item)
             if problem:
                 return problem

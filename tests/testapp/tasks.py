@@ -381,3 +381,46 @@ class Summarise(baton.Step):
         _record_finish(_record_start(job))
         listed = job.result("list")
         return {"summary": f"summary of {job.args['url']}", "of": listed["count"]}
+
+
+# --- hostile outcomes (tests/test_hostile.py) -------------------------------------------
+def _deep(levels: int) -> Any:
+    value: Any = "bottom"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+class _BadStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message for you")
+
+
+_HOSTILE: dict[str, Any] = {
+    "nul_result": lambda: "a\x00b",
+    "nul_key": lambda: {"a\x00": 1},
+    "surrogate_result": lambda: {"text": "a\ud800b"},
+    "deep_result": lambda: _deep(100_000),
+    "nul_exception": lambda: ValueError("bad\x00value"),
+    "nul_error": lambda: baton.Error("reason\x00here"),
+    "nul_discard": lambda: baton.Discard("gone\x00now"),
+    "surrogate_exception": lambda: ValueError("bad\udc80value"),
+    "unprintable_exception": lambda: _BadStr(),
+    "snooze_inf": lambda: baton.Snooze(float("inf")),
+    "snooze_nan": lambda: baton.Snooze(float("nan")),
+    "snooze_huge": lambda: baton.Snooze(1e12),
+}
+
+
+class Hostile(baton.Step):
+    """Returns or raises the hostile outcome named by args["case"] (raised when it is an
+    exception, or when building it raises)."""
+
+    max_attempts = 1
+
+    def perform(self, job: baton.Job) -> Any:
+        _record_finish(_record_start(job))
+        value = _HOSTILE[job.args["case"]]()
+        if isinstance(value, Exception) and not isinstance(value, baton.Error | baton.Discard):
+            raise value
+        return value
