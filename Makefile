@@ -4,6 +4,10 @@
 #   make demo-stop   stop all of it
 #   make test        the test suite (PYTEST_ARGS="-x -k graph" to pass arguments)
 #   make lint        ruff + mypy
+#   make docs        the documentation site (mkdocs build --strict, into build/site/)
+#   make docs-serve  the same, served with live reload at http://127.0.0.1:8000/
+#   make dist        sdist and wheel into dist/, checked with twine check
+#   make newcomer    Getting started followed in a new django-admin project (a wheel)
 #
 # Set DATABASE_URL to use your own PostgreSQL instead of the private one.
 # VENV / PYTHON pick another virtualenv, e.g. `make test VENV=.venv-py312 PYTHON=python3.12`.
@@ -22,16 +26,16 @@ STAMP := $(VENV)/.baton-installed
 
 export VENV PYTEST_ARGS
 
-.PHONY: help venv test demo demo-stop lint format pg-start pg-stop clean
+.PHONY: help venv test demo demo-stop lint format docs docs-serve dist newcomer pg-start pg-stop clean
 
 help:
-	@sed -n '2,9p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,13p' Makefile | sed 's/^# \{0,1\}//'
 
 # Reinstall only when pyproject.toml changes (or the venv is new).
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,redis]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,redis,docs]'
 	@touch $@
 
 venv: $(STAMP)
@@ -55,6 +59,22 @@ format: venv
 	$(BIN)/ruff check --fix $(LINT_PATHS)
 	$(BIN)/ruff format $(LINT_PATHS)
 
+docs: venv
+	$(BIN)/mkdocs build --strict
+
+docs-serve: venv
+	$(BIN)/mkdocs serve --strict --dev-addr 127.0.0.1:8000
+
+# sdist + wheel into dist/ (replacing what was there), then twine's metadata check.
+# python -m build makes the wheel from the unpacked sdist, never from a stale build/lib.
+dist: venv
+	rm -rf dist build/lib build/bdist.*
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
+newcomer: venv
+	@bash scripts/newcomer.sh
+
 pg-start:
 	@bash scripts/services.sh pg-start
 	@echo "DATABASE_URL=$$(bash scripts/services.sh pg-url)"
@@ -63,4 +83,4 @@ pg-stop:
 	@bash scripts/services.sh pg-stop
 
 clean: demo-stop
-	rm -rf .run .pgdata build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .run .pgdata build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

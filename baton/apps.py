@@ -11,7 +11,11 @@ class BatonConfig(AppConfig):
         from baton import (
             broadcast,
             checks,  # noqa: F401  (registers the system checks)
-            tasks,  # noqa: F401  (registers baton's own periodic tasks)
+            tasks,
+            tracing,
         )
 
         broadcast.connect()
+        tracing.connect()
+        # Never raises: an invalid BATON keeps the default and the checks report it.
+        tasks.schedule_sweep()

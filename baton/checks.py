@@ -1,14 +1,15 @@
 """Django system checks for baton's configuration.
 
-Every check has a stable id (``baton.E001`` ... ``baton.E011``, ``baton.W001``), a message
-that names the setting and what is allowed, and a hint; all are documented in
-``docs/reference/settings.md``. Importing this module registers the checks, which
+Every check has a stable id (``baton.E001`` ... ``baton.E011``, ``baton.W001`` ...
+``baton.W003``), a message that names the setting and what is allowed, and a hint; all
+are documented in ``docs/reference/settings.md``. Importing this module registers the checks, which
 ``BatonConfig.ready()`` does. Django settings are read through ``baton.conf`` only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from importlib import metadata
 from typing import Any
 
 from django.apps import AppConfig, apps
@@ -17,7 +18,7 @@ from django.utils.module_loading import import_string
 
 from baton import conf
 
-__all__ = ["check_database", "check_installed_apps", "check_settings"]
+__all__ = ["check_channel_layers", "check_database", "check_installed_apps", "check_settings"]
 
 PROCRASTINATE_APP = "procrastinate.contrib.django"
 BATON_APP = "baton"
@@ -134,3 +135,95 @@ def check_database(
             id="baton.W001",
         )
     ]
+
+
+IN_MEMORY_LAYER = "channels.layers.InMemoryChannelLayer"
+REDIS_LAYER = "channels_redis.core.RedisChannelLayer"
+# The alias baton's live-page consumers join their groups on (Channels' default).
+CONSUMER_LAYER = "default"
+_REDIS_HOST_FIX = '{"address": "redis://127.0.0.1:6379/0", "socket_timeout": None}'
+
+
+def _redis_py_major() -> int | None:
+    """The major version of the installed redis-py, or None when it is not installed."""
+    try:
+        version = metadata.version("redis")
+    except metadata.PackageNotFoundError:
+        return None
+    head = version.split(".", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _unsafe_hosts(config: object) -> list[str]:
+    """The channels-redis hosts (as written) that keep redis-py's socket timeout."""
+    hosts: object = config.get("hosts") if isinstance(config, Mapping) else None
+    if not hosts:
+        return ["(no hosts: channels-redis's default redis://localhost:6379)"]
+    if isinstance(hosts, str | bytes) or not isinstance(hosts, Sequence):
+        return []  # channels-redis itself refuses these
+    unsafe = []
+    for host in hosts:
+        if isinstance(host, Mapping) and "socket_timeout" in host:
+            if host["socket_timeout"] is None:
+                continue
+        unsafe.append(repr(host))
+    return unsafe
+
+
+@checks.register()
+def check_channel_layers(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """W002: the broadcast layer is in-memory; W003: a channels-redis layer whose sockets
+    redis-py 8 times out when idle."""
+    messages: list[checks.CheckMessage] = []
+    if any(p.id in ("baton.E001", "baton.E010") for p in conf.problems()):
+        return messages  # what CHANNEL_LAYER names is unknown: E001 / E010 say so
+    layers = conf.channel_layers()
+    alias = conf.settings.CHANNEL_LAYER
+    if alias is not None and _backend(layers.get(alias)) == IN_MEMORY_LAYER:
+        messages.append(
+            checks.Warning(
+                f"BATON['CHANNEL_LAYER'] is {alias!r}, an InMemoryChannelLayer: it cannot "
+                "carry a step's transition from a worker process to a browser, so live "
+                "pages never update while workflows run.",
+                hint=(
+                    f'Use a Redis layer: CHANNEL_LAYERS[{alias!r}] = {{"BACKEND": '
+                    f'"{REDIS_LAYER}", "CONFIG": {{"hosts": [{_REDIS_HOST_FIX}]}}}} '
+                    "(pip install channels-redis), or set BATON['CHANNEL_LAYER'] = None "
+                    "to broadcast nothing."
+                ),
+                id="baton.W002",
+            )
+        )
+    major = _redis_py_major()
+    if major is None or major < 8:
+        return messages
+    used = [CONSUMER_LAYER] + ([alias] if alias is not None and alias != CONSUMER_LAYER else [])
+    for name in used:
+        layer = layers.get(name)
+        if not _backend(layer).startswith("channels_redis."):
+            continue
+        unsafe = _unsafe_hosts(layer.get("CONFIG") if isinstance(layer, Mapping) else None)
+        if not unsafe:
+            continue
+        messages.append(
+            checks.Warning(
+                f"CHANNEL_LAYERS[{name!r}] uses channels-redis with redis-py {major}, and its "
+                f"host(s) {', '.join(unsafe)} keep redis-py's socket timeout: from redis-py 8 "
+                "an idle socket times out after 5 s (redis/redis-py#4091), so every live "
+                "page's WebSocket drops after 5 quiet seconds.",
+                hint=(
+                    "Give each host as a dict with socket_timeout None: "
+                    f'CONFIG = {{"hosts": [{_REDIS_HOST_FIX}]}}.'
+                ),
+                id="baton.W003",
+            )
+        )
+    return messages
+
+
+def _backend(layer: object) -> str:
+    if not isinstance(layer, Mapping):
+        return ""
+    return str(layer.get("BACKEND", ""))

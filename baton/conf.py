@@ -27,9 +27,11 @@ __all__ = [
     "Problem",
     "Settings",
     "channel_layer_aliases",
+    "channel_layers",
     "problems",
     "procrastinate_database",
     "settings",
+    "valid_or_default",
 ]
 
 DEFAULT_PRICING: Final = "baton.pricing.DefaultPricing"
@@ -281,6 +283,17 @@ class Settings:
 settings: Final = Settings()
 
 
+def valid_or_default(name: str) -> Any:
+    """The value of ``BATON[name]`` when it is valid, else its default: never raises.
+
+    For code that must not fail before the system checks have had their say (the sweep's
+    schedule is set while Django starts); the checks report the invalid value."""
+    raw = _raw()
+    if isinstance(raw, _NotAMapping) or name not in raw or _key_problem(name, raw[name]):
+        return DEFAULTS[name]
+    return raw[name]
+
+
 def problems() -> list[Problem]:
     """Every invalid value in ``settings.BATON``: E001, E002, E003 to E008, E009, E010.
 
@@ -304,10 +317,15 @@ def problems() -> list[Problem]:
 
 def channel_layer_aliases() -> list[str]:
     """The keys of ``settings.CHANNEL_LAYERS`` (empty when it is not set)."""
+    return list(channel_layers())
+
+
+def channel_layers() -> dict[str, object]:
+    """``settings.CHANNEL_LAYERS`` (empty when it is not set or not a dict)."""
     layers: object = getattr(django_settings, "CHANNEL_LAYERS", None)
     if not isinstance(layers, Mapping):
-        return []
-    return [str(alias) for alias in layers]
+        return {}
+    return {str(alias): layer for alias, layer in layers.items()}
 
 
 @dataclass(frozen=True)

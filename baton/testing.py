@@ -1,7 +1,8 @@
 """Helpers for running workflows in tests, with a real Procrastinate worker.
 
 In a pytest-django test marked ``@pytest.mark.django_db(transaction=True)`` (the worker
-runs in another process, so it only sees committed rows)::
+runs in another process, so it only sees committed rows; inside a test transaction
+``WorkerProcess`` and ``wait_for_workflow`` raise ``NotTransactional`` saying so)::
 
     from baton.testing import WorkerProcess, wait_for_workflow
 
@@ -29,9 +30,11 @@ from types import TracebackType
 from typing import Any
 
 __all__ = [
+    "NotTransactional",
     "WorkerProcess",
     "WorkflowTimeout",
     "assert_completed",
+    "require_committed",
     "run_workflow",
     "step_states",
     "wait_for_workflow",
@@ -40,6 +43,28 @@ __all__ = [
 
 class WorkflowTimeout(AssertionError):
     """The workflow did not finish in time; the message lists unfinished steps."""
+
+
+class NotTransactional(RuntimeError):
+    """The test runs inside a transaction that is never committed, so a worker process
+    cannot see what it inserted."""
+
+
+def require_committed(database: str = "default") -> None:
+    """Raise ``NotTransactional`` when ``database``'s connection is inside an atomic block:
+    pytest-django's plain ``django_db`` mark and Django's ``TestCase`` run each test in a
+    transaction that is rolled back, and the worker, another process, sees none of it."""
+    from django.db import connections
+
+    if connections[database].in_atomic_block:
+        raise NotTransactional(
+            "baton.testing runs a real worker in another process, and this test's database "
+            f"connection ({database!r}) is inside a transaction that is never committed "
+            "(pytest-django's plain django_db mark, Django's TestCase, or your own "
+            "transaction.atomic()), so the worker cannot see the workflow. Use "
+            "@pytest.mark.django_db(transaction=True) (or the transactional_db fixture), "
+            "or django.test.TransactionTestCase, and insert outside transaction.atomic()."
+        )
 
 
 class WorkerProcess:
@@ -100,9 +125,12 @@ class WorkerProcess:
     def start(self, wait: bool = True) -> WorkerProcess:
         from django.conf import settings
 
+        require_committed(self.database)
         env = {**os.environ, **self.extra_env}
-        env["DJANGO_SETTINGS_MODULE"] = os.environ.get(
-            "DJANGO_SETTINGS_MODULE", settings.SETTINGS_MODULE
+        # The test's settings module, unless `env` names another one.
+        env["DJANGO_SETTINGS_MODULE"] = self.extra_env.get(
+            "DJANGO_SETTINGS_MODULE",
+            os.environ.get("DJANGO_SETTINGS_MODULE", settings.SETTINGS_MODULE),
         )
         env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p])
         fd, path = tempfile.mkstemp(prefix="baton-worker-", suffix=".log")
@@ -187,6 +215,7 @@ def wait_for_workflow(workflow: Any, timeout: float = 60.0, poll: float = 0.05) 
     """Poll until the workflow is completed, failed or cancelled; return it refreshed."""
     from baton.models import Workflow
 
+    require_committed()
     deadline = time.monotonic() + timeout
     while True:
         current = Workflow.objects.get(pk=workflow.pk)
@@ -209,6 +238,7 @@ def wait_for_workflow(workflow: Any, timeout: float = 60.0, poll: float = 0.05) 
 def run_workflow(builder: Any, *, timeout: float = 60.0, concurrency: int = 2) -> Any:
     """Insert a workflow (or take an inserted one), run a worker until it finishes,
     and return the finished workflow."""
+    require_committed()
     workflow = builder.insert() if hasattr(builder, "insert") else builder
     with WorkerProcess(concurrency=concurrency):
         return wait_for_workflow(workflow, timeout=timeout)

@@ -5,6 +5,10 @@
 #                           server in the background, create the superuser admin/admin,
 #                           insert the sample workflows (ingest and research_brief)
 #   scripts/demo.sh stop    stop worker, server, Redis and the private PostgreSQL (by pid)
+#   scripts/demo.sh manage ARGS...
+#                           example_project/manage.py ARGS with the running demo's
+#                           settings (DATABASE_URL, REDIS_URL: .run/demo.env), whatever
+#                           ports it runs on; e.g. `scripts/demo.sh manage baton list`
 #
 # PostgreSQL: the private server from scripts/services.sh, unless DATABASE_URL is set.
 # Redis (for live updates from the worker to the browser) is started when installed.
@@ -23,6 +27,7 @@ WORKER_PID="$RUN_DIR/worker.pid"
 WORKER_LOG="$RUN_DIR/worker.log"
 SERVER_PID="$RUN_DIR/server.pid"
 SERVER_LOG="$RUN_DIR/server.log"
+DEMO_ENV="$RUN_DIR/demo.env"
 
 log() { printf '[demo] %s\n' "$*"; }
 
@@ -89,6 +94,12 @@ start() {
     fi
     export DJANGO_SETTINGS_MODULE=example_project.settings
     export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
+    # What `scripts/demo.sh manage` (and the banner's hints) need to reach this demo.
+    {
+        printf 'export DATABASE_URL=%q\n' "$DATABASE_URL"
+        if [[ -n "${REDIS_URL:-}" ]]; then printf 'export REDIS_URL=%q\n' "$REDIS_URL"; fi
+        printf 'export BATON_DEMO_PORT=%q\n' "$PORT"
+    } >"$DEMO_ENV"
 
     log "migrating $DATABASE_URL"
     "${MANAGE[@]}" migrate --no-input -v 0
@@ -133,22 +144,43 @@ sys.exit(0 if get_user_model().objects.filter(username='admin').exists() else 3)
     # Three models in parallel through a fake provider (no network, no API key), priced by
     # genai-prices; gemini-1.5-flash is rate limited once, to show a snooze.
     "${MANAGE[@]}" research_brief --rate-limit gemini-1.5-flash
+    # A retry and a snooze; a discard that cancels its dependents (retry it after 45 s);
+    # a 500-step fan-out.
+    "${MANAGE[@]}" demo_showcase --width 500 --down-for 45
 
+    local manage="bash scripts/demo.sh manage"
     cat <<MSG
 
-  baton demo is running.
+  baton demo is running (PostgreSQL: $DATABASE_URL${REDIS_URL:+, Redis: $REDIS_URL}).
     Admin:      http://127.0.0.1:$PORT/admin/   (login: admin / admin)
     Live page:  http://127.0.0.1:$PORT/baton/
-    Logs:       .run/worker.log, .run/server.log
-  Insert another workflow:  $VENV/bin/python example_project/manage.py demo_workflow
-  A research brief:         $VENV/bin/python example_project/manage.py research_brief [--budget 0.001]
-  Stop everything:          make demo-stop
+    Logs:       .run/worker.log (the worker's banner: its queues and steps), .run/server.log
+  The workflows, newest first:   $manage baton list
+  One of them, and why it waits: $manage baton show <id prefix> --follow
+  Insert another ingest:         $manage demo_workflow
+  A research brief:              $manage research_brief [--budget 0.001]
+  Retries, a failure, a fan-out: $manage demo_showcase   (then retry showcase-failure
+                                 after 45 s: the admin's action, or $manage baton retry <id>)
+  Stop everything:               make demo-stop
 
 MSG
 }
 
+manage() {
+    if [[ ! -f "$DEMO_ENV" ]]; then
+        echo "no demo is running (no $DEMO_ENV): run \`make demo\` first" >&2
+        exit 1
+    fi
+    # shellcheck disable=SC1090
+    source "$DEMO_ENV"
+    export DJANGO_SETTINGS_MODULE=example_project.settings
+    export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
+    exec "${MANAGE[@]}" "$@"
+}
+
 stop() {
     demo_stop_procs
+    rm -f "$DEMO_ENV"
     bash "$SERVICES" redis-stop || true
     if [[ -z "${DATABASE_URL:-}" ]]; then
         bash "$SERVICES" pg-stop
@@ -159,5 +191,6 @@ stop() {
 case "${1:-}" in
     start) start ;;
     stop) stop ;;
-    *) echo "usage: $0 {start|stop}" >&2; exit 2 ;;
+    manage) shift; manage "$@" ;;
+    *) echo "usage: $0 {start|stop|manage ARGS...}" >&2; exit 2 ;;
 esac

@@ -13,7 +13,12 @@ from django.test import override_settings
 from baton import checks as baton_checks
 from baton import conf
 
-LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+IN_MEMORY = {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+REDIS_OK = {
+    "BACKEND": "channels_redis.core.RedisChannelLayer",
+    "CONFIG": {"hosts": [{"address": "redis://127.0.0.1:6379/0", "socket_timeout": None}]},
+}
+LAYERS = {"default": REDIS_OK}
 
 
 def baton_messages() -> list[checks.CheckMessage]:
@@ -340,3 +345,157 @@ def test_w001_not_raised_for_persistent_connections(settings: Any, conn_max_age:
     database = {**settings.DATABASES["default"], "CONN_MAX_AGE": conn_max_age}
     with override_settings(DATABASES={**settings.DATABASES, "default": database}):
         assert baton_checks.check_database() == []
+
+
+# --- W002 / W003: the Channels layers ----------------------------------------------------
+
+
+def test_w002_in_memory_layer_for_broadcasts() -> None:
+    with override_settings(
+        BATON={"CHANNEL_LAYER": "live"}, CHANNEL_LAYERS={"default": REDIS_OK, "live": IN_MEMORY}
+    ):
+        messages = baton_messages()
+    message = only(messages, "baton.W002")
+    assert isinstance(message, checks.Warning)
+    assert "InMemoryChannelLayer" in message.msg and "'live'" in message.msg
+    assert "channels_redis.core.RedisChannelLayer" in (message.hint or "")
+    assert "socket_timeout" in (message.hint or "")
+    assert [m.id for m in messages] == ["baton.W002"]
+
+
+def test_w002_not_raised_without_broadcasting() -> None:
+    # An in-memory layer is fine when baton broadcasts nothing (tests, a single process).
+    with override_settings(BATON={}, CHANNEL_LAYERS={"default": IN_MEMORY}):
+        assert baton_messages() == []
+
+
+@pytest.fixture
+def redis_py(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    def set_major(major: int | None) -> None:
+        monkeypatch.setattr(baton_checks, "_redis_py_major", lambda: major)
+
+    return set_major
+
+
+@pytest.mark.parametrize(
+    "hosts",
+    [
+        ["redis://127.0.0.1:6379/0"],
+        [("127.0.0.1", 6379)],
+        [{"address": "redis://127.0.0.1:6379/0"}],
+        [{"address": "redis://127.0.0.1:6379/0", "socket_timeout": 5}],
+        None,
+    ],
+)
+def test_w003_redis_py_8_host_without_socket_timeout_none(redis_py: Any, hosts: Any) -> None:
+    redis_py(8)
+    layer = {"BACKEND": "channels_redis.core.RedisChannelLayer"}
+    if hosts is not None:
+        layer["CONFIG"] = {"hosts": hosts}  # type: ignore[assignment]
+    with override_settings(BATON={"CHANNEL_LAYER": "default"}, CHANNEL_LAYERS={"default": layer}):
+        messages = baton_messages()
+    message = only(messages, "baton.W003")
+    assert isinstance(message, checks.Warning)
+    assert "CHANNEL_LAYERS['default']" in message.msg and "redis-py 8" in message.msg
+    assert '"socket_timeout": None' in (message.hint or "")
+    assert [m.id for m in messages] == ["baton.W003"]
+
+
+def test_w003_checks_the_broadcast_layer_and_the_consumers_layer(redis_py: Any) -> None:
+    redis_py(8)
+    plain = {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": ["redis://127.0.0.1:6379/1"]},
+    }
+    with override_settings(
+        BATON={"CHANNEL_LAYER": "live"}, CHANNEL_LAYERS={"default": plain, "live": plain}
+    ):
+        messages = [m for m in baton_messages() if m.id == "baton.W003"]
+    assert sorted(m.msg.split("]")[0] for m in messages) == [
+        "CHANNEL_LAYERS['default'",
+        "CHANNEL_LAYERS['live'",
+    ]
+    # A layer baton does not use is not its business.
+    with override_settings(BATON={}, CHANNEL_LAYERS={"default": REDIS_OK, "other": plain}):
+        assert baton_messages() == []
+
+
+@pytest.mark.parametrize("major", [7, None])
+def test_w003_not_raised_before_redis_py_8(redis_py: Any, major: int | None) -> None:
+    redis_py(major)
+    plain = {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"]},
+    }
+    with override_settings(BATON={"CHANNEL_LAYER": "default"}, CHANNEL_LAYERS={"default": plain}):
+        assert baton_messages() == []
+
+
+def test_w003_not_raised_with_socket_timeout_none(redis_py: Any) -> None:
+    redis_py(8)
+    with override_settings(BATON={"CHANNEL_LAYER": "default"}, CHANNEL_LAYERS=LAYERS):
+        assert baton_messages() == []
+
+
+def test_redis_py_major_reads_the_installed_version() -> None:
+    major = baton_checks._redis_py_major()
+    assert major is None or major >= 4
+
+
+# --- nothing reads BATON while Django starts ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("baton_value", "check_id"),
+    [("{'SWEEP_INTERVAL': 0}", "baton.E003"), ("['not', 'a', 'dict']", "baton.E001")],
+)
+def test_invalid_baton_reaches_the_checks_instead_of_stopping_setup(
+    tmp_path: Any, baton_value: str, check_id: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "bad_baton_settings.py").write_text(
+        f"from tests.settings import *  # noqa: F403\nBATON = {baton_value}\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "bad_baton_settings",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root)]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "django", "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=root,
+    )
+    assert done.returncode != 0
+    assert f"({check_id})" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_schedule_sweep_follows_sweep_interval() -> None:
+    from procrastinate.contrib.django import app
+
+    from baton import tasks
+
+    def cron() -> str:
+        key = (tasks.sweep.name, tasks.SWEEP_PERIODIC_ID)
+        return app.periodic_registry.periodic_tasks[key].cron
+
+    try:
+        with override_settings(BATON={"SWEEP_INTERVAL": 15}):
+            assert tasks.schedule_sweep() == "* * * * * */15"
+            assert cron() == "* * * * * */15"
+        with override_settings(BATON={"SWEEP_INTERVAL": 0}):  # invalid: E003, the default
+            assert tasks.schedule_sweep() == tasks.DEFAULT_SWEEP_CRON
+        with override_settings(BATON="nope"):  # invalid: E001, the default
+            assert tasks.schedule_sweep() == tasks.DEFAULT_SWEEP_CRON
+            assert cron() == tasks.DEFAULT_SWEEP_CRON
+    finally:
+        tasks.schedule_sweep()

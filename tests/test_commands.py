@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import time
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -41,7 +42,7 @@ def test_show_draws_steps_in_dependency_order_with_states_and_progress(clean_job
     claimed = advance.claim(a.id, a.job_id)
     advance.finish(claimed, advance.Completed(value_json="1", size_bytes=1))
 
-    lines = run("show", str(workflow.pk)).splitlines()
+    lines = [line for line in run("show", str(workflow.pk)).splitlines() if "why: " not in line]
 
     assert lines[0].startswith(f"diamond ({workflow.pk}) EXECUTING [")
     assert lines[0].endswith("] 1/4")
@@ -73,7 +74,7 @@ def test_show_says_what_model_calls_cost(clean_jobs):
     claimed = advance.claim(a.id, a.job_id)
     advance.finish(claimed, advance.Completed(value_json=None, calls=ledger.calls()))
 
-    lines = run("show", str(workflow.pk)).splitlines()
+    lines = [line for line in run("show", str(workflow.pk)).splitlines() if "why: " not in line]
     from baton.display import format_usd
 
     assert lines[0].endswith(f"cost {format_usd(cost, 1)} of $2.00")
@@ -131,3 +132,154 @@ def test_prune_older_than(clean_jobs):
         run("prune", "--older-than", "soon")
     with pytest.raises(CommandError, match="PRUNE_AFTER"):
         run("prune")
+
+
+# --- show explains what waits --------------------------------------------------------------
+
+
+def test_show_explains_waiting_and_queued_steps(clean_jobs):
+    workflow = diamond()
+    out = run("show", str(workflow.pk))
+    lines = out.splitlines()
+    assert lines[1].startswith("a  available")
+    assert lines[2] == "  why: queued on 'default' for 0s, waiting for a worker" or lines[
+        2
+    ].startswith("  why: queued on 'default'")
+    assert lines[3] == "  why: no worker is listening on queue 'default'"
+    assert "why: waits for 1 of its 1 dependency: a (available)" in out
+    assert "why: waits for 2 of its 2 dependencies: b (waiting), c (waiting)" in out
+
+
+def test_show_says_a_live_worker_listens(start_worker):
+    workflow = (
+        baton.new("elsewhere").add("a", Echo.new().with_options(queue="nobody-here")).insert()
+    )
+    start_worker(queues=["default"])
+    out = run("show", str(workflow.pk))
+    assert "why: no worker is listening on queue 'nobody-here'" in out
+
+
+def test_show_takes_a_unique_id_prefix(clean_jobs):
+    workflow = diamond()
+    out = run("show", str(workflow.pk)[:8])
+    assert out.startswith(f"diamond ({workflow.pk})")
+    with pytest.raises(CommandError, match="no workflow with id 'ffff0000'"):
+        run("show", "ffff0000")
+
+
+def test_show_of_a_finished_workflow_explains_nothing(clean_jobs):
+    workflow = diamond()
+    workflow.cancel()
+    assert "why: " not in run("show", str(workflow.pk))
+
+
+# --- list --------------------------------------------------------------------------------------
+
+
+def test_list_newest_first_with_filters(clean_jobs):
+    old = baton.new("nightly-report").add("a", Echo.new()).insert()
+    Workflow.objects.filter(pk=old.pk).update(
+        created_at=timezone.now() - datetime.timedelta(days=3)
+    )
+    cancelled = diamond()
+    cancelled.cancel()
+    newest = diamond()
+
+    lines = run("list").splitlines()
+    assert lines[0].split() == ["ID", "STATE", "STEPS", "CREATED", "TOOK", "NAME"]
+    assert [line.split()[0] for line in lines[1:]] == [
+        str(w.pk)[:8] for w in (newest, cancelled, old)
+    ]
+    assert lines[1].split()[1:3] == ["executing", "0/4"]
+    assert lines[2].split()[1:3] == ["cancelled", "4/4"]
+    assert lines[1].endswith("diamond")
+
+    assert [line.split()[0] for line in run("list", "--state", "cancelled").splitlines()[1:]] == [
+        str(cancelled.pk)[:8]
+    ]
+    assert len(run("list", "--state", "executing,cancelled").splitlines()) == 4
+    assert [line.split()[-1] for line in run("list", "--name", "NIGHTLY").splitlines()[1:]] == [
+        "nightly-report"
+    ]
+    assert len(run("list", "--since", "1d").splitlines()) == 3
+    since_date = (timezone.now() - datetime.timedelta(days=5)).date().isoformat()
+    assert len(run("list", "--since", since_date).splitlines()) == 4
+    out = run("list", "--limit", "1")
+    assert len(out.splitlines()) == 3 and "more than 1" in out
+    assert run("list", "--name", "no-such-thing").strip() == "no workflows match"
+    with pytest.raises(CommandError, match="unknown state 'done'"):
+        run("list", "--state", "done")
+    with pytest.raises(CommandError, match="bad --since"):
+        run("list", "--since", "yesterday")
+
+
+def test_list_fits_the_terminal(clean_jobs, monkeypatch):
+    import os
+
+    baton.new("x" * 150).add("a", Echo.new()).insert()
+    monkeypatch.setattr(
+        "shutil.get_terminal_size", lambda fallback=(80, 24): os.terminal_size((80, 24))
+    )
+    lines = run("list").splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    assert lines[1].endswith("...")
+
+
+# --- the worker says it is alive -------------------------------------------------------------
+
+
+def test_worker_says_who_it_is_at_default_verbosity(start_worker):
+    worker = start_worker(queues=["default", "llm"], concurrency=3, extra_args=["-n", "w-1"])
+    deadline = time.monotonic() + 10
+    while "steps:" not in worker.log_tail() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = worker.log_tail(200)
+    assert "baton worker w-1 starting" in log
+    assert "queues:      default, llm" in log
+    assert "concurrency: 3" in log
+    assert f"database:    {connection.settings_dict['NAME']} on " in log
+    assert "tests.testapp.tasks.Echo" in log
+    worker.stop()
+    assert "baton worker w-1 stopped" in worker.log_tail(5)
+
+
+def test_worker_verbosity_after_the_subcommand(start_worker):
+    worker = start_worker(extra_args=["-v", "2"])
+    deadline = time.monotonic() + 10
+    while "procrastinate" not in worker.log_tail() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = worker.log_tail(200)
+    assert "baton worker" in log and "every queue" in log
+    assert "Starting worker on all queues" in log, log  # Procrastinate's INFO log
+
+
+def test_worker_quiet_with_verbosity_0(start_worker):
+    worker = start_worker(extra_args=["-v", "0"])
+    time.sleep(0.3)
+    assert "baton worker" not in worker.log_tail(200)
+
+
+def test_worker_banner_names_steps_this_worker_does_not_take(settings):
+    from baton.management.commands.baton import worker_banner
+
+    text = worker_banner("w", ["nope"], 2)
+    assert "(not taken by this worker)" in text
+    assert "every queue" in worker_banner("w", [], 2)
+
+
+# --- baton.testing says when the test database is not transactional -----------------------
+
+
+@pytest.mark.django_db
+def test_testing_helpers_refuse_a_test_transaction():
+    from baton.testing import NotTransactional, WorkerProcess, run_workflow, wait_for_workflow
+
+    builder = baton.new("never").add("a", Echo.new())
+    with pytest.raises(NotTransactional, match=r"django_db\(transaction=True\)"):
+        run_workflow(builder)
+    assert not Workflow.objects.exists()  # refused before inserting
+    with pytest.raises(NotTransactional, match="TransactionTestCase"):
+        WorkerProcess().start()
+    workflow = builder.insert()
+    with pytest.raises(NotTransactional):
+        wait_for_workflow(workflow, timeout=1)

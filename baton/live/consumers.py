@@ -25,12 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlparse
 
+from channels.auth import get_user
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings as django_settings
+from django.http.request import validate_host
 
 from baton.broadcast import WORKFLOW_LIST_GROUP, step_payload, workflow_group
 from baton.explain import explain
@@ -42,13 +46,53 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 LIST_REFRESH_SECONDS = 0.5
 ERROR_CHARS = 4_000  # of a step's last error, in its detail
+# How stale a socket's permission may get: a logged-out or revoked user stops receiving
+# events within this many seconds (one query per socket per interval, while events flow).
+AUTH_RECHECK_SECONDS = 5.0
+MAX_PAGE = 1_000_000
 
 
 class _LiveConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     group: str = ""
+    _checked_at = 0.0
 
     async def _allowed(self) -> bool:
+        if not _same_site(self.scope):
+            return False  # cross-site WebSocket hijacking: a foreign page's socket
+        self._checked_at = time.monotonic()
         return bool(await database_sync_to_async(can_view)(self.scope.get("user")))
+
+    async def _refuse(self, code: int) -> None:
+        # Accepted, then closed with the code: refused before accepting, the browser
+        # only sees a failed handshake (1006) and cannot tell "forbidden" from "down".
+        await self.accept()
+        await self.close(code=code)
+
+    async def _still_allowed(self) -> bool:
+        """Re-check the user at most every AUTH_RECHECK_SECONDS, from the session as it is
+        now (logged out, session deleted, permission revoked): close if refused."""
+        if time.monotonic() - self._checked_at < AUTH_RECHECK_SECONDS:
+            return True
+        self._checked_at = time.monotonic()
+        user = self.scope.get("user")
+        if self.scope.get("session") is not None:  # the user its session names now
+            user = await get_user(self.scope)
+        if await database_sync_to_async(can_view)(user):
+            return True
+        await self.close(code=CLOSE_FORBIDDEN)
+        return False
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        # A bad frame gets an answer, not a dropped socket.
+        try:
+            content = await self.decode_json(text_data) if text_data is not None else None
+        except ValueError:
+            await self.send_json({"type": "error", "error": "the message is not valid JSON"})
+            return
+        if content is None:
+            await self.send_json({"type": "error", "error": "send text frames of JSON"})
+            return
+        await self.receive_json(content)
 
     async def disconnect(self, code: int) -> None:
         if self.group and self.channel_layer is not None:
@@ -66,11 +110,11 @@ class WorkflowConsumer(_LiveConsumer):
 
     async def connect(self) -> None:
         if not await self._allowed():
-            await self.close(code=CLOSE_FORBIDDEN)
+            await self._refuse(CLOSE_FORBIDDEN)
             return
         self.workflow_id = uuid.UUID(str(self.scope["url_route"]["kwargs"]["workflow_id"]))
         if not await database_sync_to_async(_workflow_exists)(self.workflow_id):
-            await self.close(code=CLOSE_NOT_FOUND)
+            await self._refuse(CLOSE_NOT_FOUND)
             return
         await self._join(workflow_group(self.workflow_id))
         await self.accept()
@@ -83,6 +127,8 @@ class WorkflowConsumer(_LiveConsumer):
     async def baton_event(self, event: dict[str, Any]) -> None:
         if event.get("workflow_id") != str(self.workflow_id):
             return
+        if not await self._still_allowed():
+            return
         if event.get("event") == "step":
             message: dict[str, Any] = {"type": "step", "step": event["step"]}
             for key in WORKFLOW_TOTALS:  # when the transition recorded model calls
@@ -94,6 +140,9 @@ class WorkflowConsumer(_LiveConsumer):
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if not isinstance(content, dict) or content.get("action") != "detail":
+            await self.send_json({"type": "error", "error": "unknown message"})
+            return
+        if not await self._still_allowed():
             return
         step_id = content.get("step_id")
         if not isinstance(step_id, int) or isinstance(step_id, bool):
@@ -108,7 +157,7 @@ class WorkflowListConsumer(_LiveConsumer):
 
     async def connect(self) -> None:
         if not await self._allowed():
-            await self.close(code=CLOSE_FORBIDDEN)
+            await self._refuse(CLOSE_FORBIDDEN)
             return
         self.page = _page_number(self.scope.get("query_string", b""))
         self.changed: set[str] = set()
@@ -132,6 +181,8 @@ class WorkflowListConsumer(_LiveConsumer):
         workflow_id = event.get("workflow_id")
         if not isinstance(workflow_id, str):
             return
+        if not await self._still_allowed():
+            return
         self.changed.add(workflow_id)
         if self.flush_task is None or self.flush_task.done():
             self.flush_task = asyncio.ensure_future(self._flush_later())
@@ -154,9 +205,27 @@ def _workflow_exists(workflow_id: uuid.UUID) -> bool:
 def _page_number(query_string: bytes) -> int:
     values = parse_qs(query_string.decode("latin-1")).get("page", ["1"])
     try:
-        return max(1, int(values[0]))
+        return min(max(1, int(values[0])), MAX_PAGE)
     except ValueError:
         return 1
+
+
+def _same_site(scope: dict[str, Any]) -> bool:
+    """Whether the socket's Origin (if the client sent one; browsers always do) names a
+    host this site serves (settings.ALLOWED_HOSTS), as Channels' AllowedHostsOriginValidator
+    checks: whatever the project's router does, baton's sockets check it themselves."""
+    headers = dict(scope.get("headers") or [])
+    origin = headers.get(b"origin")
+    if origin is None:
+        return True
+    parsed = urlparse(origin.decode("latin-1"))
+    if not parsed.hostname:
+        return False
+    host = parsed.hostname + (f":{parsed.port}" if parsed.port else "")
+    allowed = list(django_settings.ALLOWED_HOSTS) or (
+        [".localhost", "127.0.0.1", "[::1]"] if django_settings.DEBUG else []
+    )
+    return validate_host(host, allowed) or validate_host(parsed.hostname, allowed)
 
 
 def _page_summaries(page: int) -> list[dict[str, Any]]:

@@ -98,3 +98,21 @@ def build_ingest(n: int = 20, parts: int = 4, flaky_part: int | None = 1) -> Wor
         .add("report", Report.new(), deps=["store"])
     )
     return wf.insert()
+
+
+# The showcase's steps live in showcase.py; importing them here registers them, as
+# Procrastinate's autodiscovery imports only tasks.py.
+from example_project.pipeline.showcase import CallPartner, Echo, Flaky, Join, Tiny  # noqa: E402
+
+__all__ = [
+    "CallPartner",
+    "Echo",
+    "Fetch",
+    "Flaky",
+    "Join",
+    "Parse",
+    "Report",
+    "Store",
+    "Tiny",
+    "build_ingest",
+]

@@ -1,4 +1,4 @@
-"""manage.py baton <command>: worker, sweep, prune, show, cancel, retry."""
+"""manage.py baton <command>: worker, sweep, prune, list, show, cancel, retry."""
 
 from __future__ import annotations
 
@@ -6,6 +6,11 @@ import argparse
 import asyncio
 import datetime
 import logging
+import os
+import re
+import shutil
+import socket
+import sys
 import time
 import uuid
 from typing import Any
@@ -20,6 +25,23 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         sub = parser.add_subparsers(dest="command", required=True)
+        # -v after the subcommand (`manage.py baton worker -v 2`) as well as before it.
+        verbosity = argparse.ArgumentParser(add_help=False)
+        verbosity.add_argument(
+            "-v",
+            "--verbosity",
+            dest="sub_verbosity",
+            type=int,
+            choices=[0, 1, 2, 3],
+            default=None,
+            help="0: quiet, 1: normal, 2: Procrastinate's and baton's INFO logs, 3: DEBUG.",
+        )
+        real_add_parser = sub.add_parser
+
+        def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+            return real_add_parser(name, parents=[verbosity], **kwargs)
+
+        sub.add_parser = add_parser  # type: ignore[method-assign]
 
         worker = sub.add_parser("worker", help="Run a Procrastinate worker with prompt hand-offs.")
         worker.add_argument("-q", "--queues", default="", help="Comma-separated (default: all).")
@@ -68,8 +90,24 @@ class Command(BaseCommand):
             help="e.g. 7d, 12h, 30m, 45s (default: BATON['PRUNE_AFTER']).",
         )
 
-        show = sub.add_parser("show", help="A workflow's steps with states and timings.")
-        show.add_argument("workflow_id")
+        listing = sub.add_parser("list", help="Workflows, newest first.")
+        listing.add_argument(
+            "--state",
+            default="",
+            help="Comma-separated workflow states: executing, completed, failed, cancelled.",
+        )
+        listing.add_argument("--name", default="", help="Names containing this text.")
+        listing.add_argument(
+            "--since",
+            default=None,
+            help="Created in the last AGE (7d, 12h, 30m, 45s) or since a date (2026-12-01).",
+        )
+        listing.add_argument("--limit", type=int, default=20, help="At most this many (20).")
+
+        show = sub.add_parser(
+            "show", help="A workflow's steps with states and timings; why steps wait."
+        )
+        show.add_argument("workflow_id", help="The id, or a unique prefix of it (from `list`).")
         show.add_argument("--follow", action="store_true", help="Redraw until it finishes.")
         show.add_argument("--interval", type=float, default=1.0)
 
@@ -81,6 +119,8 @@ class Command(BaseCommand):
             action.add_argument("workflow_id")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options.get("sub_verbosity") is not None:
+            options["verbosity"] = options["sub_verbosity"]
         getattr(self, f"_{options['command']}")(options)
 
     # ---------------------------------------------------------------------------- worker
@@ -89,8 +129,9 @@ class Command(BaseCommand):
 
         from baton.execution.worker import run_worker, worker_connector
 
-        if options["verbosity"] >= 2:
-            logging.getLogger("procrastinate").setLevel(logging.INFO)
+        verbosity = options["verbosity"]
+        if verbosity >= 2:
+            _log_to_stderr(logging.DEBUG if verbosity >= 3 else logging.INFO)
         kwargs: dict[str, Any] = {"concurrency": options["concurrency"]}
         queues = [q.strip() for q in options["queues"].split(",") if q.strip()]
         if queues:
@@ -99,8 +140,7 @@ class Command(BaseCommand):
             kwargs["fetch_job_polling_interval"] = options["polling_interval"]
         if options["heartbeat_interval"] is not None:
             kwargs["update_heartbeat_interval"] = options["heartbeat_interval"]
-        if options["name"]:
-            kwargs["name"] = options["name"]
+        kwargs["name"] = options["name"] or f"{socket.gethostname()}-{os.getpid()}"
         if options["shutdown_graceful_timeout"] is not None:
             kwargs["shutdown_graceful_timeout"] = options["shutdown_graceful_timeout"]
         if options["delete_jobs"] is not None:
@@ -114,7 +154,12 @@ class Command(BaseCommand):
             async with worker_app.open_async():
                 await run_worker(worker_app, **kwargs)
 
+        if verbosity >= 1:
+            self.stdout.write(worker_banner(kwargs["name"], queues, options["concurrency"]))
+            self.stdout.flush()
         asyncio.run(main())
+        if verbosity >= 1:
+            self.stdout.write(f"baton worker {kwargs['name']} stopped")
 
     # ----------------------------------------------------------------------------- sweep
     def _sweep(self, options: dict[str, Any]) -> None:
@@ -143,6 +188,39 @@ class Command(BaseCommand):
         count = prune_workflows(older_than)
         self.stdout.write(f"pruned {count} finished workflow(s) older than {older_than}")
 
+    # ------------------------------------------------------------------------------ list
+    def _list(self, options: dict[str, Any]) -> None:
+        from baton.graph.states import WorkflowState
+        from baton.models import Workflow
+
+        workflows = Workflow.objects.all()
+        states = [s.strip().lower() for s in options["state"].split(",") if s.strip()]
+        allowed = [state.value for state in WorkflowState]
+        unknown = [state for state in states if state not in allowed]
+        if unknown:
+            raise CommandError(
+                f"unknown state {', '.join(map(repr, unknown))}: use {', '.join(allowed)}"
+            )
+        if states:
+            workflows = workflows.filter(state__in=states)
+        if options["name"]:
+            workflows = workflows.filter(name__icontains=options["name"])
+        if options["since"]:
+            workflows = workflows.filter(created_at__gte=parse_since(options["since"]))
+        if options["limit"] < 1:
+            raise CommandError("--limit must be at least 1")
+        rows = list(workflows.order_by("-created_at", "-pk")[: options["limit"] + 1])
+        more = len(rows) > options["limit"]
+        rows = rows[: options["limit"]]
+        if not rows:
+            filtered = states or options["name"] or options["since"]
+            self.stdout.write("no workflows match" if filtered else "no workflows yet")
+            return
+        width = shutil.get_terminal_size((100, 24)).columns
+        self.stdout.write(render_list(rows, width=width))
+        if more:
+            self.stdout.write(f"(more than {options['limit']}: use --limit, --state, --name)")
+
     # ------------------------------------------------------------------ cancel / retry
     def _cancel(self, options: dict[str, Any]) -> None:
         workflow = self._get(options["workflow_id"])
@@ -166,6 +244,15 @@ class Command(BaseCommand):
         try:
             return Workflow.objects.get(pk=uuid.UUID(workflow_id))
         except (ValueError, Workflow.DoesNotExist) as exc:
+            prefix = workflow_id.strip().lower()
+            if re.fullmatch(r"[0-9a-f]{4,}(-[0-9a-f-]*)?", prefix) and len(prefix) < 36:
+                matches = list(Workflow.objects.filter(pk__startswith=prefix)[:2])
+                if len(matches) == 1:
+                    return matches[0]
+                if matches:
+                    raise CommandError(
+                        f"id prefix {workflow_id!r} matches several workflows: give more of it"
+                    ) from exc
             raise CommandError(f"no workflow with id {workflow_id!r}") from exc
 
     # ------------------------------------------------------------------------------ show
@@ -182,6 +269,120 @@ class Command(BaseCommand):
                     self.stdout.write(render_workflow(workflow).splitlines()[0])
                 return
             time.sleep(options["interval"])
+
+
+def _log_to_stderr(level: int) -> None:
+    """Show the procrastinate and baton loggers at `level`, on stderr unless the project's
+    LOGGING already gives them (or the root logger) a handler."""
+    for name in ("procrastinate", "baton"):
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        if not logger.handlers and not logging.getLogger().handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            )
+            logger.addHandler(handler)
+            logger.propagate = False
+
+
+def worker_banner(name: str, queues: list[str], concurrency: int) -> str:
+    """What `baton worker` says when it starts: who it is, where it listens, what it runs."""
+    from django.db import connections
+
+    from baton.execution.deferrer import database_alias
+    from baton.execution.registry import registry
+
+    alias = database_alias()
+    db = connections[alias].settings_dict
+    where = f"{db.get('HOST') or 'localhost'}:{db.get('PORT') or 5432}"
+    lines = [
+        f"baton worker {name} starting (pid {os.getpid()})",
+        f"  queues:      {', '.join(queues) if queues else 'every queue'}",
+        f"  concurrency: {concurrency}",
+        f"  database:    {db.get('NAME')} on {where} (alias {alias!r})",
+    ]
+    by_queue: dict[str, list[str]] = {}
+    for task_name, cls in sorted(registry.items()):
+        by_queue.setdefault(str(cls.queue), []).append(task_name)
+    if not by_queue:
+        lines.append(
+            "  steps:       none registered: put baton.Step subclasses in an installed "
+            "app's tasks.py"
+        )
+    else:
+        count = sum(len(names) for names in by_queue.values())
+        lines.append(f"  steps:       {count} baton step(s)")
+        for queue, names in sorted(by_queue.items()):
+            shown = ", ".join(names[:8]) + (f", ... (+{len(names) - 8})" if len(names) > 8 else "")
+            ignored = "" if not queues or queue in queues else "  (not taken by this worker)"
+            lines.append(f"    {queue}: {shown}{ignored}")
+    lines.append("  Stop with Ctrl-C (running steps finish first); -v 2 shows every job.")
+    return "\n".join(lines)
+
+
+def parse_since(text: str) -> datetime.datetime:
+    """`--since`: an age (7d, 12h, 30m, 45s) before now, or an ISO date or datetime."""
+    from django.utils import timezone
+
+    if text and text[-1] in "dhms" and text[:-1].replace(".", "", 1).isdigit():
+        return timezone.now() - parse_duration(text)
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise CommandError(
+            f"bad --since {text!r}: use an age such as 12h or 7d, or a date such as 2026-12-01"
+        ) from exc
+    if timezone.is_naive(moment):
+        moment = timezone.make_aware(moment)
+    return moment
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m"
+    if seconds < 86400:
+        return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
+    return f"{seconds // 86400:.0f}d"
+
+
+def _local(moment: datetime.datetime) -> datetime.datetime:
+    from django.utils import timezone
+
+    return timezone.localtime(moment) if timezone.is_aware(moment) else moment
+
+
+def render_list(workflows: list[Any], *, width: int = 100) -> str:
+    """Workflows as a table that fits `width` columns: the name is cut to fit."""
+    from django.utils import timezone
+
+    now = timezone.now()
+    header = ("ID", "STATE", "STEPS", "CREATED", "TOOK", "NAME")
+    rows = []
+    for workflow in workflows:
+        done = workflow.step_count - workflow.unfinished_steps
+        end = workflow.finished_at or now
+        rows.append(
+            (
+                str(workflow.pk)[:8],
+                workflow.state,
+                f"{done}/{workflow.step_count}",
+                _local(workflow.created_at).strftime("%Y-%m-%d %H:%M"),
+                _ago(max(0.0, (end - workflow.created_at).total_seconds())),
+                workflow.name,
+            )
+        )
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(5)]
+    fixed = sum(widths) + 2 * 5
+    room = max(10, width - fixed - 1)
+    lines = []
+    for row in [header, *rows]:
+        name = row[5] if len(row[5]) <= room else row[5][: room - 3] + "..."
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:5])]
+        lines.append("  ".join([*cells, name]).rstrip())
+    return "\n".join(lines)
 
 
 def parse_duration(text: str) -> datetime.timedelta:
@@ -241,6 +442,7 @@ def render_workflow(workflow: Any) -> str:
     if workflow.reason:
         header += f"  ({workflow.reason})"
     lines = [header]
+    why = _explanations(steps) if not workflow.is_finished else {}
     for step in sorted(steps, key=lambda s: (depth[s.id], s.id)):
         duration = f"{step.duration:.2f}s" if step.duration is not None else "-"
         deps = ", ".join(by_id[u].name for u in upstream[step.id][:5])
@@ -257,4 +459,34 @@ def render_workflow(workflow: Any) -> str:
         if step.reason:
             line += f"  ({step.reason})"
         lines.append(line)
+        for sentence in why.get(step.id, ()):
+            lines.append(f"{'  ' * depth[step.id]}  {WHY}{sentence}")
+    if why.get(None):
+        lines.append(f"  {WHY}{why[None][0]}")
     return "\n".join(lines) + "\n"
+
+
+WHY = "why: "
+# `show` explains this many waiting or queued steps at most (each costs a query or two).
+MAX_EXPLAINED = 12
+
+
+def _explanations(steps: list[Any]) -> dict[Any, list[str]]:
+    """{step id: sentences} from baton.explain for the waiting and queued steps (the first
+    MAX_EXPLAINED of them); key None says how many were left out."""
+    from baton.explain import explain, queue_listeners
+
+    pending = ("waiting", "available", "scheduled", "retryable")
+    chosen = [step for step in steps if step.state in pending]
+    # Queued steps first: "no worker listens on queue X" is the news; then the waiting
+    # steps whose dependencies are all queued or running (the frontier).
+    chosen.sort(key=lambda step: (step.state == "waiting", step.id))
+    left_out = len(chosen) - MAX_EXPLAINED
+    chosen = chosen[:MAX_EXPLAINED]
+    listeners = queue_listeners(step.queue for step in chosen if step.state != "waiting")
+    found: dict[Any, list[str]] = {
+        step.id: explain(step, listeners=listeners).sentences for step in chosen
+    }
+    if left_out > 0:
+        found[None] = [f"{left_out} more waiting or queued step(s) not explained"]
+    return found
