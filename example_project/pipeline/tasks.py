@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import baton
@@ -23,15 +24,23 @@ def _pause(low: float = 0.2, high: float = 1.0) -> None:
     time.sleep(random.uniform(low, high))
 
 
+# The "download": a local file of readings, one number per line (no network).
+READINGS = Path(__file__).with_name("data") / "readings.txt"
+
+
 class Fetch(baton.Step):
-    """Pretend to download `n` rows."""
+    """Read the first `n` readings from the local data file."""
 
     queue = "default"
     max_attempts = 3
 
     def perform(self, job):
         _pause()
-        return {"rows": list(range(job.args["n"]))}
+        with READINGS.open() as readings:
+            rows = [int(line) for line, _ in zip(readings, range(job.args["n"]), strict=False)]
+        if len(rows) < job.args["n"]:
+            raise baton.Discard(f"{READINGS.name} has only {len(rows)} readings")
+        return {"rows": rows}
 
 
 class Parse(baton.Step):
