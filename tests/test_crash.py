@@ -211,10 +211,12 @@ def test_postgres_restart_mid_workflow(add_worker) -> None:  # type: ignore[no-u
             "set BATON_TEST_PG_RESTART to a shell command that restarts the test database's "
             "PostgreSQL (scripts/run-tests.sh does, for its private server)"
         )
+    # Slow enough (4 slots, ~0.3 s a step: ~13 steps/s) that the restart lands in the
+    # middle of the 52 steps however fast the engine or the machine is.
     builder = baton.new("restart").add("root", CrashAt.new(sleep=0.05))
     for i in range(25):  # a fan-out of chains: root -> (x_i -> y_i) -> join
-        builder.add(f"x{i}", CrashAt.new(sleep=0.05), deps=["root"])
-        builder.add(f"y{i}", CrashAt.new(sleep=0.05), deps=[f"x{i}"])
+        builder.add(f"x{i}", CrashAt.new(sleep=0.3), deps=["root"])
+        builder.add(f"y{i}", CrashAt.new(sleep=0.3), deps=[f"x{i}"])
     builder.add("join", CrashAt.new(), deps=[f"y{i}" for i in range(25)])
     workflow = builder.insert()
     pair = [add_worker(concurrency=2, heartbeat_interval=HEARTBEAT) for _ in range(2)]
