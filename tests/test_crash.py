@@ -218,8 +218,9 @@ def test_postgres_restart_mid_workflow(add_worker) -> None:  # type: ignore[no-u
         builder.add(f"x{i}", CrashAt.new(sleep=0.3), deps=["root"])
         builder.add(f"y{i}", CrashAt.new(sleep=0.3), deps=[f"x{i}"])
     builder.add("join", CrashAt.new(), deps=[f"y{i}" for i in range(25)])
-    workflow = builder.insert()
+    # Both workers up before the workflow exists: none of it runs during a start-up.
     pair = [add_worker(concurrency=2, heartbeat_interval=HEARTBEAT) for _ in range(2)]
+    workflow = builder.insert()
 
     wait_until(lambda: completions(workflow).total() >= 8, 30, "a few steps to complete")
     assert completions(workflow).total() < 30, "too late: the workflow is nearly done"
