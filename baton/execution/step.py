@@ -190,6 +190,9 @@ class Step:
     max_attempts: ClassVar[int] = 3
     lock: ClassVar[str | None] = None
     timeout: ClassVar[float | None] = None  # seconds per attempt; None: no limit
+    #: A synchronous perform() runs in a thread of its own so that its timeout can be
+    #: enforced (the late result is dropped); False: it only gets job.deadline.
+    enforce_sync_timeout: ClassVar[bool] = True
     retry_backoff: ClassVar[float] = 1.0  # seconds before the 2nd attempt, doubling
     retry_backoff_max: ClassVar[float] = 300.0
     retry_jitter: ClassVar[float] = 0.1  # spread retries over [delay*(1-j), delay]
@@ -316,6 +319,7 @@ def _run_step_sync(cls: type[Step], context: JobContext, step_id: int) -> None:
                 with tracing.current(job._span):
                     if cls.timeout:
                         job.deadline = time.monotonic() + cls.timeout
+                    if cls.timeout and cls.enforce_sync_timeout:
                         value = _call_with_timeout(step.perform, job, cls.timeout)
                     else:
                         value = step.perform(job)

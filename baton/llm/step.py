@@ -50,6 +50,9 @@ class LLMStep(Step):
     queue: ClassVar[str] = "llm"
     max_attempts: ClassVar[int] = 5
     timeout: ClassVar[float | None] = 120.0  # seconds per attempt (job.deadline)
+    # A sync perform() passes job.time_left() to its SDK, which enforces it: no thread
+    # hand-off per call (an async perform() is cancelled at the timeout).
+    enforce_sync_timeout: ClassVar[bool] = False
     retry_backoff: ClassVar[float] = 2.0  # the ceiling of the first retry's delay
     retry_backoff_max: ClassVar[float] = 120.0
 
