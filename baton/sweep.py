@@ -32,6 +32,7 @@ from baton import signals
 from baton.conf import settings as baton_settings
 from baton.execution import upstream
 from baton.execution.announce import announcing
+from baton.execution.append import release_what_is_ready
 from baton.execution.cascade import enqueue, fail_steps, job_request
 from baton.execution.deferrer import database_alias, defer_jobs, job_manager
 from baton.execution.registry import registry
@@ -61,6 +62,7 @@ class SweepReport:
     workflows_finished: int = 0
     workflows_pruned: int = 0
     debug_records_pruned: int = 0
+    released: int = 0  # waiting steps whose dependencies had all completed
     # Queues with available steps and no live worker listening (baton.explain).
     stranded: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
@@ -111,6 +113,7 @@ def sweep(
             return report
         _retry_stalled_jobs(alias, seconds_since_heartbeat, report)
         _rescue_lost_steps(alias, stale_executing_after, batch_size, report)
+        _release_forgotten_waiting(alias, batch_size, report)
         _finish_forgotten_workflows(alias, batch_size, report)
         if isinstance(prune_after, datetime.timedelta):
             report.workflows_pruned = prune_workflows(prune_after, batch_size=batch_size)
@@ -123,6 +126,29 @@ def sweep(
     log = logger.warning if (report.rescued or report.discarded) else logger.info
     log(report.summary())
     return report
+
+
+def _release_forgotten_waiting(alias: str, batch_size: int, report: SweepReport) -> None:
+    """Waiting steps every dependency of which completed, but which nobody released (a
+    backstop for a step appended or grafted while its last dependency completed in a
+    statement that could not see it, when the append could not wait for that)."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT s.id FROM baton_step s
+             WHERE s.state = %(waiting)s AND s.deps_pending > 0
+               AND NOT EXISTS (SELECT FROM baton_stepdependency e
+                                 JOIN baton_step u ON u.id = e.upstream_id
+                                WHERE e.downstream_id = s.id AND u.state <> %(completed)s)
+             LIMIT %(limit)s
+            """,
+            {"waiting": S.WAITING.value, "completed": S.COMPLETED.value, "limit": batch_size},
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+    if ids:
+        release_what_is_ready(alias, ids)
+        report.released += len(ids)
+        logger.warning("baton: sweep released %d waiting step(s) nobody had", len(ids))
 
 
 def _forget_gone_workers(alias: str) -> None:

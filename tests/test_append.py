@@ -129,3 +129,17 @@ def test_appended_workflow_row_counts_match_its_steps() -> None:
     baton.append(workflow).add_many("g", [Echo.new() for _ in range(3)], deps=["a"]).insert()
     workflow = Workflow.objects.get(pk=workflow.pk)
     assert workflow.step_count == Step.objects.filter(workflow=workflow).count() == 4
+
+
+def test_the_sweep_releases_a_waiting_step_whose_deps_all_completed() -> None:
+    """The backstop: a step left waiting although its dependency completed (as a missed
+    release would leave it) is released by the sweep."""
+    from baton.sweep import sweep
+
+    workflow = baton.new("backstop").add("a", Echo.new()).add("b", Echo.new(), deps=["a"]).insert()
+    run_step(workflow, "a")
+    # What a missed release looks like: b still counts a as pending.
+    Step.objects.filter(workflow=workflow, name="b").update(state="waiting", deps_pending=1)
+    report = sweep(prune_after=None)
+    assert report.released == 1
+    assert step(workflow, "b").state == "available"

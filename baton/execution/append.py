@@ -9,13 +9,15 @@ Concurrency. An existing dependency may complete while the append commits: the a
 locks those rows first (so a completion either committed before, and counts as done, or
 waits for the append), but a completion statement that began before the append committed
 reads the step's edges as they were when it began, and does not see the new ones. So
-after its commit the append counts the new steps' dependencies again, under their row
-locks, and releases what is ready: each new step is released once, by whichever sees
-its last dependency complete.
+after its commit the append waits for the statements that began before it to end (their
+snapshots, in pg_stat_activity), then counts the new steps' dependencies again, under
+their row locks, and releases what is ready: each new step is released once, by
+whichever sees its last dependency complete.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -96,13 +98,15 @@ def append_steps(workflow: Workflow, graph: WorkflowGraph) -> Workflow:
             "unfinished_steps = unfinished_steps + %(n)s WHERE id = %(id)s",
             {"n": len(graph.nodes), "id": workflow.pk},
         )
+        cursor.execute("SELECT txid_current()")
+        (xid,) = cursor.fetchone()
     waiting_on_existing = [
         new_ids[node.name]
         for node in graph.nodes
         if any(d in states and states[d] != S.COMPLETED for d in upstream_of[node.name])
     ]
     if waiting_on_existing:
-        release_what_is_ready(alias, waiting_on_existing)
+        release_what_is_ready(alias, waiting_on_existing, xid)
     broadcast.on_workflow_inserted(workflow)
     workflow.refresh_from_db(using=alias)
     return workflow
@@ -176,10 +180,41 @@ def validated_upstream(
     return {node.name: expanded[node.name] for node in graph.nodes}
 
 
-def release_what_is_ready(alias: str, step_ids: Iterable[int]) -> None:
+# How long an append waits for statements that began before it committed.
+OLDER_SNAPSHOTS_WAIT_SECONDS = 5.0
+
+
+def wait_for_older_snapshots(alias: str, xid: int) -> None:
+    """Wait until no other session of this database runs with a snapshot taken before
+    transaction `xid` committed (pg_stat_activity.backend_xmin), as CREATE INDEX
+    CONCURRENTLY waits for older transactions: a completion statement that began before
+    the append committed has such a snapshot, and is over (committed) once it is gone.
+    Bounded: past OLDER_SNAPSHOTS_WAIT_SECONDS (a long transaction elsewhere), the sweep's
+    backstop releases what a straggler missed."""
+    deadline = time.monotonic() + OLDER_SNAPSHOTS_WAIT_SECONDS
+    with connections[alias].cursor() as cursor:
+        while True:
+            cursor.execute(
+                """
+                SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()
+                   AND backend_xmin IS NOT NULL
+                   AND age(backend_xmin) >= age(%s::text::xid)
+                """,
+                [str(xid % 2**32)],
+            )
+            (older,) = cursor.fetchone()
+            if not older or time.monotonic() > deadline:
+                return
+            time.sleep(0.005)
+
+
+def release_what_is_ready(alias: str, step_ids: Iterable[int], xid: int | None = None) -> None:
     """Count the dependencies of appended steps again and release the ready ones (see
     the module's docstring for the race this closes)."""
     ids = sorted(step_ids)
+    if xid is not None:
+        wait_for_older_snapshots(alias, xid)
     with (
         announcing(alias) as ann,
         transaction.atomic(using=alias),

@@ -128,6 +128,8 @@ def complete_with_graft(claimed: Claim, outcome: Completed, ann: Announcements) 
             {"n": len(graft.nodes), "id": step.workflow_id},
         )
         applied = complete(claimed, dataclasses.replace(outcome, graft=None), ann)
+        cursor.execute("SELECT txid_current()")
+        (xid,) = cursor.fetchone()
         if not applied:  # pragma: no cover - the fence above holds the row
             transaction.set_rollback(True, using=alias)
             return False
@@ -137,5 +139,5 @@ def complete_with_graft(claimed: Claim, outcome: Completed, ann: Announcements) 
         if any(d in states and states[d] != S.COMPLETED for d in upstream_of[node.name])
     ]
     if waiting_on_existing:
-        release_what_is_ready(alias, waiting_on_existing)
+        release_what_is_ready(alias, waiting_on_existing, xid)
     return True
