@@ -94,6 +94,8 @@ def test_unknown_workflow_is_a_clear_error(clean_jobs):
         run("show", "nope")
     with pytest.raises(CommandError, match="no workflow with id"):
         run("cancel", "00000000-0000-0000-0000-000000000000")
+    with pytest.raises(CommandError, match="at least 4 characters"):
+        run("show", "a79")
 
 
 def test_cancel_then_retry(clean_jobs):

@@ -253,6 +253,11 @@ class Command(BaseCommand):
                     raise CommandError(
                         f"id prefix {workflow_id!r} matches several workflows: give more of it"
                     ) from exc
+            if len(prefix) < 4:
+                raise CommandError(
+                    f"no workflow with id {workflow_id!r}: give its id, or at least 4 "
+                    "characters of it"
+                ) from exc
             raise CommandError(f"no workflow with id {workflow_id!r}") from exc
 
     # ------------------------------------------------------------------------------ show
