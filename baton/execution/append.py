@@ -78,12 +78,7 @@ def append_steps(workflow: Workflow, graph: WorkflowGraph) -> Workflow:
                 f"cannot append to workflow {workflow.name} ({workflow.pk}): it is {state}; "
                 "only an executing workflow grows"
             )
-        pending = {
-            node.name: sum(
-                1 for d in upstream_of[node.name] if d not in states or states[d] != S.COMPLETED
-            )
-            for node in graph.nodes
-        }
+        pending = pending_counts(graph, upstream_of, states)
         new_ids = write_steps(
             cursor,
             workflow,
@@ -100,16 +95,40 @@ def append_steps(workflow: Workflow, graph: WorkflowGraph) -> Workflow:
         )
         cursor.execute("SELECT txid_current()")
         (xid,) = cursor.fetchone()
-    waiting_on_existing = [
-        new_ids[node.name]
-        for node in graph.nodes
-        if any(d in states and states[d] != S.COMPLETED for d in upstream_of[node.name])
-    ]
+    waiting_on_existing = waiting_on_unfinished(graph, upstream_of, states, new_ids)
     if waiting_on_existing:
         release_what_is_ready(alias, waiting_on_existing, xid)
     broadcast.on_workflow_inserted(workflow)
     workflow.refresh_from_db(using=alias)
     return workflow
+
+
+def pending_counts(
+    graph: WorkflowGraph, upstream_of: Mapping[str, Sequence[str]], states: Mapping[str, str]
+) -> dict[str, int]:
+    """Each new step's dependencies still to complete: new ones, and existing ones (their
+    locked `states`) that have not completed."""
+    return {
+        node.name: sum(
+            1 for d in upstream_of[node.name] if d not in states or states[d] != S.COMPLETED
+        )
+        for node in graph.nodes
+    }
+
+
+def waiting_on_unfinished(
+    graph: WorkflowGraph,
+    upstream_of: Mapping[str, Sequence[str]],
+    states: Mapping[str, str],
+    new_ids: Mapping[str, int],
+) -> list[int]:
+    """The new steps that wait for an existing step: the ones a completion that could
+    not see their edges may have missed (release_what_is_ready counts them again)."""
+    return [
+        new_ids[node.name]
+        for node in graph.nodes
+        if any(d in states and states[d] != S.COMPLETED for d in upstream_of[node.name])
+    ]
 
 
 def existing_steps(cursor: Any, workflow_id: Any) -> dict[str, tuple[Any, ...]]:

@@ -22,8 +22,10 @@ from baton.execution.announce import Announcements
 from baton.execution.append import (
     existing_steps,
     lock_dependencies,
+    pending_counts,
     release_what_is_ready,
     validated_upstream,
+    waiting_on_unfinished,
 )
 from baton.execution.attempt import Claim, Completed
 from baton.execution.complete import complete
@@ -79,12 +81,7 @@ def complete_with_graft(claimed: Claim, outcome: Completed, ann: Announcements) 
         upstream_of = validated_upstream(graft, existing)
         states = lock_dependencies(cursor, graft, upstream_of, existing)
         states[step.name] = S.COMPLETED.value  # it completes in this transaction
-        pending = {
-            node.name: sum(
-                1 for d in upstream_of[node.name] if d not in states or states[d] != S.COMPLETED
-            )
-            for node in graft.nodes
-        }
+        pending = pending_counts(graft, upstream_of, states)
         workflow = step.workflow
         new_ids = write_steps(
             cursor,
@@ -133,11 +130,7 @@ def complete_with_graft(claimed: Claim, outcome: Completed, ann: Announcements) 
         if not applied:  # pragma: no cover - the fence above holds the row
             transaction.set_rollback(True, using=alias)
             return False
-    waiting_on_existing = [
-        new_ids[node.name]
-        for node in graft.nodes
-        if any(d in states and states[d] != S.COMPLETED for d in upstream_of[node.name])
-    ]
+    waiting_on_existing = waiting_on_unfinished(graft, upstream_of, states, new_ids)
     if waiting_on_existing:
         release_what_is_ready(alias, waiting_on_existing, xid)
     return True
