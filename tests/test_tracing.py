@@ -70,7 +70,19 @@ def test_a_workflow_is_a_trace_with_a_span_per_attempt_linked_to_its_deps(
     assert root["name"] == "baton.workflow traced"
     assert workflow.trace_parent.startswith(f"00-{root['trace_id']}-{root['span_id']}-")
 
-    spans = [json.loads(line) for line in spans_file.read_text().splitlines()]
+    # The worker ends an attempt's span just after committing its outcome, and the
+    # workflow's finish span after that: wait for the file to hold them.
+    import time
+
+    deadline = time.monotonic() + 30
+    while True:
+        text = spans_file.read_text() if spans_file.exists() else ""
+        spans = [json.loads(line) for line in text.splitlines()]
+        names = [s["name"] for s in spans]
+        if names.count("baton.step d") and "baton.workflow traced completed" in names:
+            break
+        assert time.monotonic() < deadline, names
+        time.sleep(0.05)
     steps = [s for s in spans if s["name"].startswith("baton.step ")]
     assert {s["trace_id"] for s in spans} == {root["trace_id"]}  # one trace
     assert {s["parent_id"] for s in spans} == {root["span_id"]}
