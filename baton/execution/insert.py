@@ -6,12 +6,14 @@ including the root steps' Procrastinate jobs (deferred on Django's connection).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from django.db import connections, transaction
+from django.db import IntegrityError, connections, transaction
 
 from baton import broadcast, tracing
 from baton.exceptions import InvalidWorkflow, WorkflowExists
@@ -98,6 +100,20 @@ def _insert_unless_held(workflow: Workflow, alias: str) -> Workflow | None:
     if holder is None:  # it finished in between: try once more
         return _insert_unless_held(workflow, alias)
     return holder
+
+
+@contextlib.contextmanager
+def _same_id_refused(workflow_id: uuid.UUID) -> Iterator[None]:
+    """insert_graph's exists() check cannot see an insert of the same id that has not
+    committed yet; the primary key decides, and the loser gets the same clear error."""
+    try:
+        yield
+    except IntegrityError as exc:
+        if getattr(getattr(exc.__cause__, "diag", None), "constraint_name", "") != (
+            "baton_workflow_pkey"
+        ):
+            raise
+        raise InvalidWorkflow([f"a workflow with id {workflow_id} already exists"]) from exc
 
 
 def write_steps(
@@ -212,14 +228,15 @@ def insert_graph(graph: WorkflowGraph) -> Workflow:
             step_count=len(graph.nodes),
             unfinished_steps=len(graph.nodes),
         )
-        if graph.unique_key is None:
-            workflow.save(using=alias, force_insert=True)
-        else:
-            holder = _insert_unless_held(workflow, alias)
-            if holder is not None:
-                if graph.on_conflict == "raise":
-                    raise WorkflowExists(graph.unique_key, holder.pk)
-                return holder
+        with _same_id_refused(graph.workflow_id):
+            if graph.unique_key is None:
+                workflow.save(using=alias, force_insert=True)
+            else:
+                holder = _insert_unless_held(workflow, alias)
+                if holder is not None:
+                    if graph.on_conflict == "raise":
+                        raise WorkflowExists(graph.unique_key, holder.pk)
+                    return holder
         with connections[alias].cursor() as cursor:
             write_steps(
                 cursor,

@@ -63,9 +63,46 @@ def _budget_problems(budget: Any) -> list[str]:
     return []
 
 
-def _as_names(deps: str | Iterable[str]) -> tuple[str, ...]:
+def _as_names(deps: Any, owner: str, problems: list[str]) -> tuple[str, ...]:
+    """`deps` as a tuple of names; anything else is a problem naming `owner`."""
     # A lone string is one name, not a sequence of one-letter names.
-    return (deps,) if isinstance(deps, str) else tuple(deps)
+    if isinstance(deps, str):
+        return (deps,)
+    if isinstance(deps, Mapping) or not isinstance(deps, Iterable):
+        problems.append(
+            f"{owner}: deps must be a step or group name or a list of them, got {deps!r:.80}"
+        )
+        return ()
+    names = tuple(deps)
+    bad = [name for name in names if not isinstance(name, str)]
+    if bad:
+        problems.append(f"{owner}: deps must be names (strings), got {bad[0]!r:.80}")
+        return tuple(name for name in names if isinstance(name, str))
+    return names
+
+
+def _as_workflow_id(value: Any, problems: list[str]) -> uuid.UUID:
+    """The workflow's id: a UUID or its text; None draws a new one. 0 or '' are not
+    "no id" (they would silently become a fresh UUID): they are problems."""
+    if value is None:
+        return uuid.uuid4()
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    problems.append(f"workflow_id must be None, a uuid.UUID or a UUID string, got {value!r:.80}")
+    return uuid.uuid4()
+
+
+def _flag_problem(name: str, value: Any, *, optional: bool = False) -> list[str]:
+    """Flags are real bools: 'yes' or 1 would be stored as something else or refused."""
+    if isinstance(value, bool) or (optional and value is None):
+        return []
+    allowed = "None, True or False" if optional else "True or False"
+    return [f"{name} must be {allowed}, got {value!r:.80}"]
 
 
 class WorkflowGraph:
@@ -83,18 +120,20 @@ class WorkflowGraph:
         unique_key: str | None = None,
         on_conflict: str = "return",
     ) -> None:
+        self._problems: list[str] = []
         self.workflow_name = workflow_name
-        self.workflow_id = uuid.UUID(str(workflow_id)) if workflow_id else uuid.uuid4()
+        self.workflow_id = _as_workflow_id(workflow_id, self._problems)
         self.ignore_cancelled = ignore_cancelled
         self.ignore_discarded = ignore_discarded
         self.debug = debug
+        for flag in ("ignore_cancelled", "ignore_discarded", "debug"):
+            self._problems.extend(_flag_problem(flag, getattr(self, flag)))
         self.budget_usd = _as_decimal(budget_usd)
         #: While a workflow with this key is executing, insert() returns it (on_conflict
         #: "return") or raises baton.WorkflowExists ("raise") instead of inserting.
         self.unique_key = unique_key
         self.on_conflict = on_conflict
         self.nodes: list[NodeSpec] = []
-        self._problems: list[str] = []
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -107,11 +146,19 @@ class WorkflowGraph:
         ignore_cancelled: bool | None = None,
         ignore_discarded: bool | None = None,
     ) -> Self:
+        owner = f"step {name!r:.80}"
+        for flag, value in (
+            ("ignore_cancelled", ignore_cancelled),
+            ("ignore_discarded", ignore_discarded),
+        ):
+            self._problems.extend(
+                f"{owner}: {p}" for p in _flag_problem(flag, value, optional=True)
+            )
         self.nodes.append(
             NodeSpec(
                 name=name,
                 spec=spec,
-                deps=_as_names(deps),
+                deps=_as_names(deps, owner, self._problems),
                 ignore_cancelled=ignore_cancelled,
                 ignore_discarded=ignore_discarded,
             )
@@ -125,8 +172,21 @@ class WorkflowGraph:
         deps: str | Iterable[str] = (),
     ) -> Self:
         """Fan out: one step per spec, named ``group[key]``; dependents may name `group`."""
+        owner = f"group {group!r:.80}"
+        if not isinstance(group, str) or not group.strip():
+            self._problems.append(f"group name must be a non-empty string, got {group!r:.80}")
+            return self
+        if isinstance(specs, str | bytes) or not isinstance(specs, Iterable):
+            self._problems.append(
+                f"{owner}: specs must be a list or a dict of step specs, got {specs!r:.80}"
+            )
+            return self
         items = specs.items() if isinstance(specs, Mapping) else enumerate(specs)
-        dep_names = _as_names(deps)
+        dep_names = _as_names(deps, owner, self._problems)
+        if group in dep_names:
+            # Members would wait on each other; a one-member group would drop its only
+            # edge and run as if the dependency were not there.
+            self._problems.append(f"{owner} depends on itself")
         count = 0
         for key, spec in items:
             key_text = str(key)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import datetime
 import logging
+import math
 import os
 import re
 import shutil
@@ -18,6 +19,51 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 TERMINAL = ("completed", "discarded", "cancelled")
+
+
+# argparse `type=` functions: argparse names the argument in the error ("argument
+# -c/--concurrency: ..."), and Django turns it into a CommandError (or usage + exit 2).
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """Seconds, more than 0: a zero or negative interval would busy-loop or mean nothing."""
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text!r}")
+    return value
+
+
+def non_negative_seconds(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 seconds or more, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
+def duration(text: str) -> datetime.timedelta:
+    """A non-negative age such as 7d, 12h, 30m or 45s (0s means "any age")."""
+    try:
+        return parse_duration(text)
+    except CommandError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class Command(BaseCommand):
@@ -45,21 +91,21 @@ class Command(BaseCommand):
 
         worker = sub.add_parser("worker", help="Run a Procrastinate worker with prompt hand-offs.")
         worker.add_argument("-q", "--queues", default="", help="Comma-separated (default: all).")
-        worker.add_argument("-c", "--concurrency", type=int, default=4)
+        worker.add_argument("-c", "--concurrency", type=positive_int, default=4)
         worker.add_argument(
             "--polling-interval",
-            type=float,
+            type=positive_seconds,
             default=None,
             help="Seconds between polls for jobs (a fallback; default 1).",
         )
         worker.add_argument(
             "--heartbeat-interval",
-            type=float,
+            type=positive_seconds,
             default=None,
             help="Seconds between worker heartbeats (Procrastinate: 10).",
         )
         worker.add_argument("-n", "--name", default=None)
-        worker.add_argument("--shutdown-graceful-timeout", type=float, default=None)
+        worker.add_argument("--shutdown-graceful-timeout", type=non_negative_seconds, default=None)
         worker.add_argument(
             "--delete-jobs",
             choices=["never", "always", "successful"],
@@ -70,13 +116,13 @@ class Command(BaseCommand):
         sweep = sub.add_parser("sweep", help="Repair what crashes left behind, once.")
         sweep.add_argument(
             "--heartbeat-timeout",
-            type=float,
+            type=positive_seconds,
             default=30.0,
             help="Seconds without heartbeat before a worker counts as dead.",
         )
         sweep.add_argument(
             "--stale-after",
-            type=float,
+            type=positive_seconds,
             default=None,
             help="Seconds before an executing step with no job is stale "
             "(default: BATON['STALE_EXECUTING_AFTER']).",
@@ -86,6 +132,7 @@ class Command(BaseCommand):
         prune = sub.add_parser("prune", help="Delete finished workflows.")
         prune.add_argument(
             "--older-than",
+            type=duration,
             default=None,
             help="e.g. 7d, 12h, 30m, 45s (default: BATON['PRUNE_AFTER']).",
         )
@@ -102,14 +149,16 @@ class Command(BaseCommand):
             default=None,
             help="Created in the last AGE (7d, 12h, 30m, 45s) or since a date (2026-12-01).",
         )
-        listing.add_argument("--limit", type=int, default=20, help="At most this many (20).")
+        listing.add_argument(
+            "--limit", type=positive_int, default=20, help="At most this many (20)."
+        )
 
         show = sub.add_parser(
             "show", help="A workflow's steps with states and timings; why steps wait."
         )
         show.add_argument("workflow_id", help="The id, or a unique prefix of it (from `list`).")
         show.add_argument("--follow", action="store_true", help="Redraw until it finishes.")
-        show.add_argument("--interval", type=float, default=1.0)
+        show.add_argument("--interval", type=positive_seconds, default=1.0)
 
         for name, text in (
             ("cancel", "Cancel a workflow."),
@@ -180,9 +229,9 @@ class Command(BaseCommand):
         from baton.conf import settings
         from baton.sweep import prune_workflows
 
-        older_than = (
-            parse_duration(options["older_than"]) if options["older_than"] else settings.PRUNE_AFTER
-        )
+        older_than = options["older_than"]
+        if older_than is None:
+            older_than = settings.PRUNE_AFTER
         if older_than is None:
             raise CommandError("give --older-than (e.g. 7d) or set BATON['PRUNE_AFTER']")
         count = prune_workflows(older_than)
@@ -207,8 +256,6 @@ class Command(BaseCommand):
             workflows = workflows.filter(name__icontains=options["name"])
         if options["since"]:
             workflows = workflows.filter(created_at__gte=parse_since(options["since"]))
-        if options["limit"] < 1:
-            raise CommandError("--limit must be at least 1")
         rows = list(workflows.order_by("-created_at", "-pk")[: options["limit"] + 1])
         more = len(rows) > options["limit"]
         rows = rows[: options["limit"]]
@@ -394,11 +441,13 @@ def parse_duration(text: str) -> datetime.timedelta:
     units = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
     try:
         number, unit = float(text[:-1]), units[text[-1]]
-    except (ValueError, KeyError, IndexError) as exc:
+        if not math.isfinite(number) or number < 0:
+            raise ValueError(text)
+        return datetime.timedelta(**{unit: number})
+    except (ValueError, KeyError, IndexError, OverflowError) as exc:
         raise CommandError(
-            f"bad duration {text!r}: use a number and d, h, m or s, e.g. 7d"
+            f"bad duration {text!r}: use a number of 0 or more and d, h, m or s, e.g. 7d"
         ) from exc
-    return datetime.timedelta(**{unit: number})
 
 
 def progress_bar(done: int, total: int, width: int = 30) -> str:
