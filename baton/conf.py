@@ -47,6 +47,8 @@ DEFAULTS: Final[Mapping[str, object]] = MappingProxyType(
         "STALE_EXECUTING_AFTER": 600,
         "DEBUG": False,
         "DEBUG_MAX_AGE": timedelta(days=7),
+        "GRAFT_MAX_STEPS": 10_000,
+        "GRAFT_MAX_DEPTH": 8,
     }
 )
 
@@ -89,6 +91,12 @@ def _positive_int(value: object) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return None
     return "a positive int (a size in bytes)"
+
+
+def _positive_count(value: object) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return None
+    return "a positive int"
 
 
 def _bool(value: object) -> str | None:
@@ -167,6 +175,18 @@ _KEYS: Final[Mapping[str, _Key]] = MappingProxyType(
             _positive_timedelta,
             "Use for example timedelta(days=7): captured debug data older than this "
             "is pruned by the sweep.",
+        ),
+        "GRAFT_MAX_STEPS": _Key(
+            "baton.E012",
+            _positive_count,
+            "Set BATON['GRAFT_MAX_STEPS'] to the most steps one job.graft() may add, "
+            "for example 10_000.",
+        ),
+        "GRAFT_MAX_DEPTH": _Key(
+            "baton.E013",
+            _positive_count,
+            "Set BATON['GRAFT_MAX_DEPTH'] to how deep grafts may nest (a graft made by a "
+            "grafted step is depth 2), for example 8.",
         ),
     }
 )
@@ -279,6 +299,16 @@ class Settings:
         """Age after which captured debug data is pruned."""
         return cast(timedelta, _get("DEBUG_MAX_AGE"))
 
+    @property
+    def GRAFT_MAX_STEPS(self) -> int:
+        """Most steps one job.graft() may add."""
+        return cast(int, _get("GRAFT_MAX_STEPS"))
+
+    @property
+    def GRAFT_MAX_DEPTH(self) -> int:
+        """Deepest graft: a step's graft is depth 1, a graft by a grafted step depth 2."""
+        return cast(int, _get("GRAFT_MAX_DEPTH"))
+
 
 settings: Final = Settings()
 
@@ -295,7 +325,7 @@ def valid_or_default(name: str) -> Any:
 
 
 def problems() -> list[Problem]:
-    """Every invalid value in ``settings.BATON``: E001, E002, E003 to E008, E009, E010.
+    """Every invalid value in ``settings.BATON``: E001, E002, E003 to E010, E012, E013.
 
     E009 here only covers the shape of ``PRICING`` (a dotted path); whether it imports is
     checked by ``baton.checks``, which may import code.

@@ -184,6 +184,23 @@ class Step(models.Model):
         max_digits=COST_DIGITS, decimal_places=COST_PLACES, null=True, blank=True
     )
     unpriced_calls = models.PositiveIntegerField(default=0, db_default=0)
+    # The step whose job.graft() added this one (None: inserted with the workflow or
+    # appended from outside). Its chain gives a graft's depth (GRAFT_MAX_DEPTH); the
+    # admin and `baton show` draw grafted steps under it. No database-level key, as for
+    # edges: COPY of a 10,000-step graft checks no keys, and the step goes with its
+    # workflow. Last of the fields, as the migration appends its column: statements
+    # read `s.*` in the order of STEP_COLUMNS. A short column name: it is in every
+    # per-step statement, which must stay under psycopg's cached length.
+    grafted_by = models.ForeignKey(
+        "self",
+        on_delete=models.DO_NOTHING,
+        related_name="grafted",
+        null=True,
+        blank=True,
+        db_constraint=False,
+        db_index=False,
+        db_column="grafted_by",
+    )
 
     objects = StepQuerySet.as_manager()
 
@@ -390,6 +407,9 @@ class WorkerRegistration(models.Model):
     pid = models.IntegerField(null=True, blank=True)
     # Empty: every queue.
     queues = models.JSONField(default=list, blank=True)
+    # The task names the worker can run (its registered steps and tasks); None for a row
+    # written before baton recorded them: unknown.
+    tasks = models.JSONField(null=True, blank=True, default=None)
     concurrency = models.PositiveIntegerField(default=1)
     started_at = models.DateTimeField(default=timezone.now)
 

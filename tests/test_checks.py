@@ -46,6 +46,8 @@ def test_defaults_are_read_when_keys_are_absent() -> None:
         assert conf.settings.STALE_EXECUTING_AFTER == 600
         assert conf.settings.DEBUG is False
         assert conf.settings.DEBUG_MAX_AGE == timedelta(days=7)
+        assert conf.settings.GRAFT_MAX_STEPS == 10_000
+        assert conf.settings.GRAFT_MAX_DEPTH == 8
 
 
 def test_missing_baton_setting_reads_defaults() -> None:
@@ -155,6 +157,12 @@ def test_e002_one_error_per_unknown_key() -> None:
         ("PRICING", "", "baton.E009", "dotted path"),
         ("PRICING", 42, "baton.E009", "dotted path"),
         ("CHANNEL_LAYER", "default", "baton.E010", "CHANNEL_LAYERS"),
+        ("GRAFT_MAX_STEPS", 0, "baton.E012", "a positive int"),
+        ("GRAFT_MAX_STEPS", 10.5, "baton.E012", "a positive int"),
+        ("GRAFT_MAX_STEPS", "100", "baton.E012", "a positive int"),
+        ("GRAFT_MAX_STEPS", True, "baton.E012", "a positive int"),
+        ("GRAFT_MAX_DEPTH", -1, "baton.E013", "a positive int"),
+        ("GRAFT_MAX_DEPTH", None, "baton.E013", "a positive int"),
     ],
 )
 def test_invalid_value_is_reported_with_its_id_and_key(

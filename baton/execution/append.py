@@ -132,9 +132,10 @@ def waiting_on_unfinished(
 
 
 def existing_steps(cursor: Any, workflow_id: Any) -> dict[str, tuple[Any, ...]]:
-    """{name: (id, state, group, group key, task name)} of a workflow's steps."""
+    """{name: (id, state, group, group key, task name, grafted by)} of a workflow's
+    steps."""
     cursor.execute(
-        'SELECT name, id, state, "group", group_key, task_name FROM baton_step '
+        'SELECT name, id, state, "group", group_key, task_name, grafted_by FROM baton_step '
         "WHERE workflow_id = %s",
         [workflow_id],
     )

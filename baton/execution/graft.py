@@ -8,15 +8,22 @@ dependents wait for the whole graft: they get an edge from each step of the graf
 nothing else in the graft depends on (its leaves), so they also read the graft's results
 (`job.results(group)` for a grafted group). Grafted steps may depend on the grafting step
 (they read its result) and on other existing steps, as with baton.append.
+
+Each grafted step records the step that grafted it (Step.grafted_by), which gives a
+graft's depth: a graft by a step that was inserted or appended is depth 1, a graft by a
+grafted step depth 2, and so on. BATON["GRAFT_MAX_STEPS"] and BATON["GRAFT_MAX_DEPTH"]
+bound a graft; one over a limit fails the attempt like an invalid graft.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.db import connections, transaction
 
+from baton.conf import settings
 from baton.exceptions import InvalidWorkflow
 from baton.execution.announce import Announcements
 from baton.execution.append import (
@@ -50,11 +57,35 @@ class GraftBuilder(WorkflowGraph):
         )
 
 
+def graft_depth(step_id: int, existing: Mapping[str, Sequence[Any]]) -> int:
+    """The depth of a graft by step `step_id`: 1, plus one per step up its chain of
+    grafting steps (`existing` as existing_steps returns it)."""
+    grafted_by = {values[0]: values[5] for values in existing.values()}
+    depth, current = 1, grafted_by.get(step_id)
+    while current is not None and depth <= len(grafted_by):  # a chain, never a cycle
+        depth, current = depth + 1, grafted_by.get(current)
+    return depth
+
+
 def graft_problems(claimed: Claim, graft: WorkflowGraph) -> list[str]:
     """What is wrong with a graft against the workflow as it is (one query); checked
-    before the attempt's outcome is recorded, so an invalid graft fails the attempt."""
+    before the attempt's outcome is recorded, so an invalid graft, or one over a limit,
+    fails the attempt."""
+    max_steps = settings.GRAFT_MAX_STEPS
+    if len(graft.nodes) > max_steps:
+        return [
+            f"it has {len(graft.nodes):,} steps, over BATON['GRAFT_MAX_STEPS'] = "
+            f"{max_steps:,}; graft fewer steps per attempt, or raise the setting"
+        ]
     with connections[database_alias()].cursor() as cursor:
         existing = existing_steps(cursor, claimed.step.workflow_id)
+    max_depth = settings.GRAFT_MAX_DEPTH
+    depth = graft_depth(claimed.step.id, existing)
+    if depth > max_depth:
+        return [
+            f"it would be at depth {depth} ({claimed.step.name!r} is itself a grafted "
+            f"step at depth {depth - 1}), over BATON['GRAFT_MAX_DEPTH'] = {max_depth}"
+        ]
     try:
         validated_upstream(graft, existing)
     except InvalidWorkflow as exc:
@@ -91,6 +122,7 @@ def complete_with_graft(claimed: Claim, outcome: Completed, ann: Announcements) 
             options,
             pending=pending,
             existing_ids={name: values[0] for name, values in existing.items()},
+            grafted_by=step.id,
         )
         depended_on = {d for upstream in upstream_of.values() for d in upstream}
         leaves = [new_ids[node.name] for node in graft.nodes if node.name not in depended_on]

@@ -48,6 +48,7 @@ _STEP_COPY_COLUMNS = (
     "reason",
     "last_error",
     "traceback",
+    "grafted_by",
 )
 
 
@@ -125,10 +126,12 @@ def write_steps(
     *,
     pending: Mapping[str, int],
     existing_ids: Mapping[str, int] | None = None,
+    grafted_by: int | None = None,
 ) -> dict[str, int]:
     """Write `nodes` as steps of `workflow` with their edges (upstream names may be
     existing steps, in `existing_ids`), and defer the jobs of those with nothing
-    `pending`; COPY, so that 100,000 steps take seconds. Returns the new steps' ids."""
+    `pending`; COPY, so that 100,000 steps take seconds. `grafted_by`: the id of the
+    step whose graft they are. Returns the new steps' ids."""
     # Ids first, so that root jobs and edges can name steps before they exist.
     cursor.execute(
         "SELECT nextval(pg_get_serial_sequence('baton_step', 'id')) FROM generate_series(1, %s)",
@@ -188,6 +191,7 @@ def write_steps(
                     "",
                     "",
                     "",
+                    grafted_by,
                 )
             )
     with raw.copy(

@@ -7,6 +7,8 @@ attempt, so that the re-run elsewhere can finish. The points, in a step's life:
 - claimed:    the claim committed (the step is executing), perform() not called yet;
 - performing: inside perform() (steps that call crash_point(), e.g. tasks.CrashAt);
 - returned:   perform() returned, baton has not committed the outcome (CrashAt.on_result);
+- grafted:    a grafting step's completion wrote its graft and itself, in a transaction
+              not committed yet (steps that graft, e.g. tasks.GraftAt);
 - committed:  baton committed the completion, Procrastinate has not marked the job done.
 
 Without the variable (the test process, ordinary workers) nothing is connected.
@@ -19,7 +21,9 @@ import signal
 from typing import Any
 
 ENV = "BATON_TEST_CRASH"
-POINTS = ("claimed", "performing", "returned", "committed")
+POINTS = ("claimed", "performing", "returned", "committed")  # of every step
+# Of a grafting step's life (tests/test_graft_crash.py).
+GRAFT_POINTS = ("claimed", "performing", "returned", "grafted", "committed")
 
 
 def armed() -> tuple[str, str] | None:
@@ -28,8 +32,8 @@ def armed() -> tuple[str, str] | None:
     if not value:
         return None
     step_name, _, point = value.rpartition(":")
-    if point not in POINTS or not step_name:
-        raise ValueError(f"{ENV}={value!r}: expected '<step name>:<one of {POINTS}>'")
+    if point not in GRAFT_POINTS or not step_name:
+        raise ValueError(f"{ENV}={value!r}: expected '<step name>:<one of {GRAFT_POINTS}>'")
     return step_name, point
 
 
@@ -48,8 +52,26 @@ def _on_transition(sender: Any, step: Any, old_state: str, new_state: str, **kwa
 
 
 def connect() -> None:
-    if armed() is None:
+    target = armed()
+    if target is None:
         return
     from baton import signals
 
     signals.step_transitioned.connect(_on_transition, dispatch_uid="baton-test-crash")
+    if target[1] == "grafted":
+        _crash_inside_the_grafting_transaction()
+
+
+def _crash_inside_the_grafting_transaction() -> None:
+    """Die right after the grafting completion's last statement, before its COMMIT: the
+    graft's rows and the step's completion are written and not committed."""
+    from baton.execution import graft
+
+    complete = graft.complete
+
+    def complete_then_crash(claimed: Any, outcome: Any, ann: Any) -> bool:
+        applied: bool = complete(claimed, outcome, ann)
+        crash_point(claimed.step.name, claimed.attempt, "grafted")
+        return applied
+
+    graft.complete = complete_then_crash

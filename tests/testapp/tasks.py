@@ -383,6 +383,48 @@ class Summarise(baton.Step):
         return {"summary": f"summary of {job.args['url']}", "of": listed["count"]}
 
 
+class Nest(baton.Step):
+    """Grafts one more Nest under itself (named "nest<level + 1>") until args["levels"]:
+    a chain of grafts, each one deeper (GRAFT_MAX_DEPTH)."""
+
+    max_attempts = 1
+
+    def perform(self, job: baton.Job) -> Any:
+        _record_finish(_record_start(job))
+        level = job.args.get("level", 0)
+        if level < job.args["levels"]:
+            job.graft().add(
+                f"nest{level + 1}",
+                Nest.new(level=level + 1, levels=job.args["levels"]),
+                deps=[job.step_name],
+            )
+        return {"level": level}
+
+
+class GraftAt(baton.Step):
+    """Grafts args["parts"] CrashAt steps (the group "parts", each depending on it) and
+    returns {"parts": n}; a worker armed by tests.testapp.failpoints dies before
+    perform() ("claimed"), inside it once the graft is built ("performing"), after it
+    returned ("returned"), with the graft written but not committed ("grafted"), or
+    after the commit ("committed"), on the first attempt."""
+
+    max_attempts = 10
+
+    def perform(self, job: baton.Job) -> Any:
+        run = _record_start(job)
+        parts = job.args["parts"]
+        job.graft().add_many(
+            "parts", {str(i): CrashAt.new() for i in range(parts)}, deps=[job.step_name]
+        )
+        failpoints.crash_point(job.step_name, job.attempt, "performing")
+        _record_finish(run)
+        return {"parts": parts, "attempt": job.attempt}
+
+    def on_result(self, job: baton.Job, value: Any) -> Any:
+        failpoints.crash_point(job.step_name, job.attempt, "returned")
+        return value
+
+
 # --- hostile outcomes (tests/test_hostile.py) -------------------------------------------
 def _deep(levels: int) -> Any:
     value: Any = "bottom"
