@@ -30,7 +30,7 @@ from baton.sweep import SweepReport, sweep
 from baton.testing import WorkerProcess, assert_completed
 from tests.testapp import failpoints
 from tests.testapp.models import Completion, PerformRun
-from tests.testapp.tasks import CrashAt
+from tests.testapp.tasks import Collect, CrashAt, GraftAt
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
@@ -342,3 +342,63 @@ def test_kill_9_storm(add_worker, background_sweeps) -> None:  # type: ignore[no
     attempts = dict(Step.objects.filter(workflow=workflow).values_list("name", "attempt"))
     over = {name: (n, attempts[name]) for name, n in runs.items() if n > attempts[name]}
     assert not over, f"perform() ran more often than the step was attempted: {over}; {summary}"
+
+
+# ----------------------------------------------------- 5. kill -9 at each point of a graft
+# perform() attempts of the grafting step g: it re-runs, and grafts again, only where its
+# completion (and so its graft) never committed.
+EXPECTED_GRAFTER_RUNS = {
+    "claimed": [2],
+    "performing": [1, 2],  # killed with the graft built in memory
+    "returned": [1, 2],
+    "grafted": [1, 2],  # killed with the graft written, before the COMMIT
+    "committed": [1],
+}
+PARTS = 5
+
+
+@pytest.mark.parametrize("point", failpoints.GRAFT_POINTS)
+def test_kill_9_at_each_point_of_a_grafting_step(point: str, add_worker) -> None:  # type: ignore[no-untyped-def]
+    """g grafts PARTS steps (the group "parts"); `after` depends on g, so it waits for
+    the graft and reads it. Wherever g's worker dies, after a restart and the sweep the
+    graft exists once, g completed once, and `after` ran once and saw every part."""
+    workflow = (
+        baton.new(f"graft-crash-{point}")
+        .add("g", GraftAt.new(parts=PARTS))
+        .add("after", Collect.new(group="parts"), deps=["g"])
+        .insert()
+    )
+    # One slot: the doomed worker runs nothing but g (no part starts there before it dies).
+    doomed = add_worker(concurrency=1, env={failpoints.ENV: f"g:{point}"})
+    assert doomed.process is not None
+    wait_until(lambda: doomed.process.poll() is not None, 30, f"the worker to die at {point}")
+    assert doomed.process.returncode == -signal.SIGKILL, doomed.log_tail()
+    g = Step.objects.get(workflow=workflow, name="g")
+    parts = Step.objects.filter(workflow=workflow, group="parts")
+    if point == "committed":
+        assert g.state == "completed" and parts.count() == PARTS
+    else:  # nothing of the graft was committed
+        assert g.state == "executing" and not parts.exists()
+        assert Workflow.objects.get(pk=workflow.pk).step_count == 2
+
+    add_worker(concurrency=2, heartbeat_interval=HEARTBEAT)
+    sweep_until_finished(workflow)
+
+    assert_each_step_completed_once(workflow)
+    runs = [r.attempt for r in PerformRun.objects.filter(workflow_id=workflow.pk, step="g")]
+    assert runs == EXPECTED_GRAFTER_RUNS[point]
+    g.refresh_from_db()
+    assert g.result_value() == {"parts": PARTS, "attempt": runs[-1]}
+    # The graft exists once: PARTS steps, each grafted by g, counted once in the workflow.
+    names = {f"parts[{i}]" for i in range(PARTS)}
+    assert dict(parts.values_list("name", "grafted_by")) == dict.fromkeys(names, g.id)
+    workflow.refresh_from_db()
+    assert workflow.step_count == Step.objects.filter(workflow=workflow).count() == PARTS + 2
+    counts = perform_runs(workflow)
+    assert all(counts[name] == 1 for name in names), counts
+    assert counts["after"] == 1
+    after = Step.objects.get(workflow=workflow, name="after")
+    assert (after.deps_total, after.deps_pending) == (1 + PARTS, 0)
+    assert after.result_value()["seen"] == {
+        str(i): {"step": f"parts[{i}]", "attempt": 1} for i in range(PARTS)
+    }
