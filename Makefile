@@ -2,7 +2,8 @@
 #
 #   make demo        private PostgreSQL + worker + ASGI server + a sample workflow
 #   make demo-stop   stop all of it
-#   make test        the test suite (PYTEST_ARGS="-x -k graph" to pass arguments)
+#   make test        the whole test suite (PYTEST_ARGS="-x -k graph" to pass arguments)
+#   make test-unit   tests/unit only: no database, no services, seconds (run it on save)
 #   make lint        ruff + mypy
 #   make docs        the documentation site (mkdocs build --strict, into build/site/)
 #   make docs-serve  the same, served with live reload at http://127.0.0.1:8000/
@@ -26,10 +27,10 @@ STAMP := $(VENV)/.baton-installed
 
 export VENV PYTEST_ARGS
 
-.PHONY: help venv test demo demo-stop lint format docs docs-serve dist newcomer pg-start pg-stop clean
+.PHONY: help venv test test-unit demo demo-stop lint format docs docs-serve dist newcomer pg-start pg-stop clean
 
 help:
-	@sed -n '2,13p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,14p' Makefile | sed 's/^# \{0,1\}//'
 
 # Reinstall only when pyproject.toml changes (or the venv is new).
 $(STAMP): pyproject.toml
@@ -42,6 +43,10 @@ venv: $(STAMP)
 
 test: venv
 	@bash scripts/run-tests.sh
+
+# No PostgreSQL is started: tests/unit needs none (tests/conftest.py refuses one that does).
+test-unit: venv
+	$(BIN)/python -m pytest -p no:cacheprovider tests/unit $(PYTEST_ARGS)
 
 demo: venv
 	@bash scripts/demo.sh start

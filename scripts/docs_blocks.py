@@ -9,7 +9,7 @@ on the site):
     <!-- docs-test: run wait -->               the same, once the workflow has finished
     <!-- docs-test: skip (why) -->             not run; the reason is required
 
-tests/test_docs.py runs the guides with these marks against real PostgreSQL and a real
+tests/worker/test_guides.py runs the guides with these marks against real PostgreSQL and a real
 worker, and scripts/newcomer.sh builds a fresh project from Getting started's blocks.
 
     python scripts/docs_blocks.py docs/getting-started.md KIND [DEST]

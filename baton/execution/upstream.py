@@ -4,7 +4,7 @@ baton runs on Procrastinate's public API (tasks, JobManager, the Django connecto
 for speed and crash safety, on a few of its internals: it mirrors the bodies of some of
 its SQL functions inside its own statements, calls others, runs one of its named queries,
 and overrides private methods of its Worker. Each is listed in AUDITED with the version
-it was read at and a digest of the upstream text; tests/test_upstream_contract.py
+it was read at and a digest of the upstream text; tests/unit/test_upstream_contract.py
 recomputes the digests from the installed Procrastinate (its sql/schema.sql,
 sql/queries.sql and worker source) and fails by name when one changed, saying what to
 re-read. To re-audit: read the upstream change, adapt the fragment or override named in

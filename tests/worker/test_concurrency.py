@@ -21,6 +21,8 @@ import baton
 from baton.execution.deferrer import JobRequest, defer_jobs
 from baton.models import Step, StepResult, Workflow
 from baton.testing import WorkerProcess, assert_completed, wait_for_workflow
+from tests.helpers import runs_per_step
+from tests.helpers import step_row as step
 from tests.testapp.models import PerformRun
 from tests.testapp.tasks import Collect, Echo
 
@@ -40,16 +42,6 @@ def jobs_per_step(workflow: Workflow) -> Counter[int]:
             [str(workflow.pk)],
         )
         return Counter(dict(cursor.fetchall()))
-
-
-def runs_per_step(workflow: Workflow) -> Counter[str]:
-    return Counter(
-        PerformRun.objects.filter(workflow_id=workflow.pk).values_list("step", flat=True)
-    )
-
-
-def step(workflow: Workflow, name: str) -> Step:
-    return Step.objects.get(workflow=workflow, name=name)
 
 
 def wait_for_jobs(job_ids: list[int], timeout: float = 30.0) -> dict[int, str]:

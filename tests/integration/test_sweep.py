@@ -14,16 +14,10 @@ from baton.execution import advance
 from baton.models import Step, Workflow
 from baton.sweep import prune_workflows, sweep
 from baton.testing import assert_completed, wait_for_workflow
+from tests.helpers import job_status
 from tests.testapp.tasks import Echo, Flaky
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def job_status(job_id: int) -> str | None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT status FROM procrastinate_jobs WHERE id = %s", [job_id])
-        row = cursor.fetchone()
-    return row[0] if row else None
 
 
 def chain(first=None) -> Workflow:

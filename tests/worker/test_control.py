@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -14,30 +13,14 @@ import baton
 from baton import signals
 from baton.models import Step, StepResult, Workflow
 from baton.testing import WorkerProcess, assert_completed, wait_for_workflow
+from tests.helpers import runs_per_step, wait_until
+from tests.helpers import step_row as step
 from tests.testapp.models import PerformRun
 from tests.testapp.tasks import Collect, DiscardsFirstRuns, Echo, FailsFirstRuns
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
 StartWorker = Callable[..., WorkerProcess]
-
-
-def step(workflow: Workflow, name: str) -> Step:
-    return Step.objects.get(workflow=workflow, name=name)
-
-
-def runs_per_step(workflow: Workflow) -> Counter[str]:
-    return Counter(
-        PerformRun.objects.filter(workflow_id=workflow.pk).values_list("step", flat=True)
-    )
-
-
-def wait_until(condition: Any, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def job_statuses(workflow: Workflow) -> dict[str, list[str]]:

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission, User
-from django.db import connections
 from django.test import Client
 from django.urls import reverse
 
@@ -24,7 +22,6 @@ from baton import debug
 from baton.display import format_usd
 from baton.execution import advance
 from baton.execution.step import Job
-from baton.llm import debug as llm_debug
 from baton.llm.ledger import Ledger
 from baton.llm.usage import Usage
 from baton.models import DebugRecord, LLMUsage, Step, Workflow
@@ -32,22 +29,16 @@ from tests.testapp.tasks import Echo
 
 # Debug records are written by baton.debug's writer thread, on its own connection: the
 # tests' rows are committed, so that it sees the same database.
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("close_debug_writer"),
+]
 
 CHANGELIST = "admin:baton_workflow_changelist"
 MINI = Usage(model="gpt-4o-mini", input_tokens=100, output_tokens=10, latency_ms=42)
 UNKNOWN = Usage(model="acme-9000", input_tokens=5, output_tokens=1)
 XSS = "<script>alert('x')</script>"
 XSS_ESCAPED = "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;"
-
-
-@pytest.fixture(autouse=True)
-def _close_writer_connection() -> Iterator[None]:
-    """baton.debug's writer thread closes its connection after each test (so that the
-    test database can be dropped at the end)."""
-    yield
-    if llm_debug._writer is not None:
-        llm_debug._writer.submit(connections.close_all).result(timeout=10)
 
 
 def url(name: str, *args: Any) -> str:

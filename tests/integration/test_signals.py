@@ -19,7 +19,8 @@ import baton
 from baton import signals
 from baton.execution import advance
 from baton.models import Step, Workflow
-from tests.helpers import completed
+from tests.helpers import claim, completed
+from tests.helpers import step_row as row
 from tests.testapp.tasks import Echo, Flaky
 
 pytestmark = pytest.mark.usefixtures("clean_jobs")
@@ -61,18 +62,6 @@ def recorder() -> Iterator[Recorder]:
     yield recorder
     signals.step_transitioned.disconnect(recorder.on_step)
     signals.workflow_finished.disconnect(recorder.on_workflow)
-
-
-def row(workflow: Workflow, name: str) -> Step:
-    return Step.objects.get(workflow=workflow, name=name)
-
-
-def claim(workflow: Workflow, name: str) -> advance.Claim:
-    step = row(workflow, name)
-    assert step.job_id is not None, f"{name} is {step.state} and has no job"
-    claimed = advance.claim(step.id, step.job_id)
-    assert claimed is not None, f"{name} could not be claimed"
-    return claimed
 
 
 def job_count(step: Step) -> int:

@@ -24,7 +24,7 @@ from baton.llm.pricing import DefaultPricing, load_pricing, price
 from baton.llm.usage import Usage
 
 MTOK = Decimal(1_000_000)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Published list prices in US dollars per million tokens (openai.com/api/pricing,
 # anthropic.com/pricing). The tests check genai-prices holds the same, then price by hand.

@@ -15,11 +15,10 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -36,18 +35,12 @@ from baton.sweep import prune_debug_records, prune_workflows, sweep
 from baton.testing import wait_for_workflow
 from tests.testapp.tasks import AsyncDebugModelCall, DebugModelCall, Echo, FakeCompletion
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("close_debug_writer"),
+]
 
 LLM_QUEUES = ["default", "llm"]
-
-
-@pytest.fixture(autouse=True)
-def _close_writer_connection() -> Iterator[None]:
-    """The writer thread's connection is closed after each test, so that the test
-    database can be dropped at the end."""
-    yield
-    if llm_debug._writer is not None:
-        llm_debug._writer.submit(connections.close_all).result(timeout=10)
 
 
 def claimed_job(workflow: Workflow, name: str = "a") -> Job:
@@ -167,7 +160,7 @@ def test_sdk_objects_are_stored_as_their_json() -> None:
     pytest.importorskip("openai")
     from openai.types.chat import ChatCompletion
 
-    from tests.test_llm_usage import CHAT_JSON
+    from tests.unit.test_llm_usage import CHAT_JSON
 
     completion = ChatCompletion.model_validate(CHAT_JSON)
     workflow = one_step()

@@ -9,16 +9,13 @@ import pytest
 
 import baton
 from baton.explain import explain, queue_listeners, stranded_queues
-from baton.models import Step, WorkerRegistration
+from baton.models import WorkerRegistration
 from baton.testing import wait_for_workflow
-from tests.helpers import run_step
+from tests.helpers import run_step, wait_until
+from tests.helpers import step_row as step
 from tests.testapp.tasks import Echo
 
 pytestmark = pytest.mark.usefixtures("clean_jobs")
-
-
-def step(workflow: Any, name: str) -> Step:
-    return Step.objects.get(workflow=workflow, name=name)
 
 
 def test_a_waiting_step_names_its_unfinished_dependencies() -> None:
@@ -72,12 +69,7 @@ def test_a_live_worker_registers_its_queues(start_worker: Any) -> None:
 
 
 def wait_for_workflow_step(workflow: Any, name: str) -> None:
-    import time
-
-    deadline = time.monotonic() + 30
-    while step(workflow, name).state != "completed":
-        assert time.monotonic() < deadline, f"{name} did not complete"
-        time.sleep(0.05)
+    wait_until(lambda: step(workflow, name).state == "completed", f"{name} to complete")
 
 
 @pytest.mark.worker

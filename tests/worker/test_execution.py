@@ -7,8 +7,9 @@ from itertools import pairwise
 import pytest
 
 import baton
-from baton.models import Step, StepResult, Workflow
+from baton.models import StepResult, Workflow
 from baton.testing import assert_completed, wait_for_workflow
+from tests.helpers import step_row as step
 from tests.testapp.models import PerformRun
 from tests.testapp.tasks import (
     AsyncEcho,
@@ -27,10 +28,6 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
 def runs(workflow: Workflow, step: str) -> list[PerformRun]:
     return list(PerformRun.objects.filter(workflow_id=workflow.pk, step=step).order_by("id"))
-
-
-def step(workflow: Workflow, name: str) -> Step:
-    return Step.objects.get(workflow=workflow, name=name)
 
 
 def test_chain_passes_results_downstream_in_order(worker):

@@ -8,6 +8,7 @@ correct when every step ran exactly once and started after all its deps finished
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -18,24 +19,26 @@ import pytest
 import baton
 from baton.models import Step
 from baton.testing import WorkerProcess, assert_completed, wait_for_workflow
-from tests.conftest import SHARED_DAGS
+from tests.helpers import SHARED_DAGS, shared_dag_files, shared_missing_reason
 from tests.testapp.models import PerformRun
 from tests.testapp.tasks import Echo
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
 RUNTIME_SCALE = 10_000  # 1,084 s of critical path replays in about 0.1 s
-DAG_FILES = sorted(SHARED_DAGS.glob("*.json")) if SHARED_DAGS.is_dir() else []
-MISSING = f"../shared/dags not found: no *.json graphs at {SHARED_DAGS}"
+DAG_FILES = shared_dag_files()
+MISSING = shared_missing_reason()
 DAG_PARAMS = [pytest.param(path, id=path.stem) for path in DAG_FILES] or [
     pytest.param(None, id="no-dags", marks=pytest.mark.skip(reason=MISSING))
 ]
 
 
 def test_shared_dags_path_resolves() -> None:
-    """conftest.SHARED_DAGS points next to the repository: <repo>/../shared/dags."""
-    repo = Path(__file__).resolve().parents[1]
-    assert SHARED_DAGS == repo.parent / "shared" / "dags"
+    """SHARED_DAGS points next to the repository, <repo>/../shared/dags, unless
+    BATON_SHARED_DIR names another folder."""
+    repo = Path(__file__).resolve().parents[2]
+    default = repo.parent / "shared"
+    assert Path(os.environ.get("BATON_SHARED_DIR") or default) / "dags" == SHARED_DAGS
     if not DAG_FILES:
         pytest.skip(MISSING)
 
