@@ -29,6 +29,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from baton.graph.states import TERMINAL_STEP_STATES, StepState, WorkflowState
+
 __all__ = [
     "NotTransactional",
     "WorkerProcess",
@@ -225,7 +227,7 @@ def wait_for_workflow(workflow: Any, timeout: float = 60.0, poll: float = 0.05) 
             unfinished = {
                 name: state
                 for name, state in step_states(current).items()
-                if state not in ("completed", "discarded", "cancelled")
+                if state not in TERMINAL_STEP_STATES
             }
             sample = dict(list(unfinished.items())[:20])
             raise WorkflowTimeout(
@@ -249,10 +251,10 @@ def assert_completed(workflow: Any) -> None:
     from baton.models import Step
 
     workflow.refresh_from_db()
-    if workflow.state != "completed":
+    if workflow.state != WorkflowState.COMPLETED:
         bad = list(
             Step.objects.filter(workflow_id=workflow.pk)
-            .exclude(state="completed")
+            .exclude(state=StepState.COMPLETED)
             .values_list("name", "state", "reason", "last_error")[:20]
         )
         raise AssertionError(f"workflow {workflow.name} is {workflow.state}: {bad}")

@@ -20,6 +20,8 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from baton.graph.states import StepState, WorkflowState
+
 logger = logging.getLogger("baton")
 
 try:  # the otel extra
@@ -153,8 +155,8 @@ def _store_span(claimed: Any, span_id: str) -> None:
     with connections[database_alias()].cursor() as cursor:
         cursor.execute(
             "UPDATE baton_step SET trace_span = %s "
-            "WHERE id = %s AND job_id = %s AND attempt = %s AND state = 'executing'",
-            [span_id, claimed.step.id, claimed.job_id, claimed.attempt],
+            "WHERE id = %s AND job_id = %s AND attempt = %s AND state = %s",
+            [span_id, claimed.step.id, claimed.job_id, claimed.attempt, StepState.EXECUTING],
         )
 
 
@@ -200,7 +202,7 @@ def on_workflow_finished(sender: Any, workflow: Any, state: str, **kwargs: Any) 
             "baton.workflow.failed_steps": ", ".join(map(str, workflow.failed_steps))[:500],
         },
     )
-    if state == "failed":
+    if state == WorkflowState.FAILED:
         span.set_status(Status(StatusCode.ERROR, workflow.reason or "failed"))
     span.end()
 

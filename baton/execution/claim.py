@@ -17,7 +17,14 @@ from baton.execution.announce import Announcements, announcing
 from baton.execution.attempt import Claim, Discarded, WorkflowAtClaim
 from baton.execution.deferrer import database_alias
 from baton.execution.fail import discard
-from baton.execution.statements import STEP_COLUMNS, STEP_FIELDS, execute_hot, steps_from_rows
+from baton.execution.statements import (
+    STEP_COLUMNS,
+    STEP_FIELDS,
+    execute_hot,
+    sql_state,
+    sql_states,
+    steps_from_rows,
+)
 from baton.graph.states import StepState
 from baton.models import Step
 
@@ -30,17 +37,19 @@ S = StepState
 # change under the same conditions.
 # It also reads (without locking) the workflow's budget, running cost and debug flag, which
 # decide before perform() whether an LLM step may call a model: WorkflowAtClaim.
-_CLAIM_UPDATE = """
+# The states are formatted in at import time (the statement's text, which psycopg
+# prepares, stays the same); {step_id} and {job_id} are filled in below.
+_CLAIM_UPDATE = f"""
 UPDATE baton_step s
    SET version = s.version + 1,
-       state = 'executing', attempt = s.attempt + 1, started_at = now(),
+       state = {sql_state(S.EXECUTING)}, attempt = s.attempt + 1, started_at = now(),
        finished_at = NULL, scheduled_at = NULL
   FROM (SELECT id, state AS old_state, workflow_id FROM baton_step
-         WHERE id = {step_id} FOR UPDATE) old,
+         WHERE id = {{step_id}} FOR UPDATE) old,
        baton_workflow w
- WHERE s.id = {step_id} AND s.id = old.id AND s.job_id = {job_id}
-   AND s.state IN ('available', 'scheduled', 'retryable', 'executing')
-   AND (s.state <> 'executing' OR s.attempt < s.max_attempts)
+ WHERE s.id = {{step_id}} AND s.id = old.id AND s.job_id = {{job_id}}
+   AND s.state IN ({sql_states(S.AVAILABLE, S.SCHEDULED, S.RETRYABLE, S.EXECUTING)})
+   AND (s.state <> {sql_state(S.EXECUTING)} OR s.attempt < s.max_attempts)
    AND w.id = old.workflow_id
 """
 _WORKFLOW_AT_CLAIM = ("budget_usd", "cost_usd", "debug", "trace_parent")
@@ -143,3 +152,23 @@ def _refuse(step_id: int, job_id: int, announcements: Announcements) -> None:
                 step.state,
                 step.job_id,
             )
+
+
+def unclaim(values: list[Any], old_state: str) -> None:
+    """Undo a claim the worker's fetch made for a job this worker cannot run (its task is
+    not registered here): the step is queued again, as it was, for another worker. The
+    fetch committed the claim; the version and job fence make this a no-op if anything
+    moved the step since."""
+    alias = database_alias()
+    step = Step.from_db(alias, STEP_FIELDS, values)
+    # A due job was fetched, so a snoozed or backing-off step is due: available.
+    state = S.EXECUTING if old_state == S.EXECUTING else S.AVAILABLE
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE baton_step SET version = version + 1, state = %s, attempt = attempt - 1,
+                   started_at = NULL
+             WHERE id = %s AND job_id = %s AND version = %s AND state = %s
+            """,
+            [state.value, step.id, step.job_id, step.version, S.EXECUTING.value],
+        )

@@ -8,6 +8,7 @@ keeps a statement short enough for psycopg's query cache.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from enum import StrEnum
 from typing import Any
 
 import psycopg
@@ -15,6 +16,21 @@ from django.db import connections
 
 from baton.execution.deferrer import may_prepare
 from baton.models import Step
+
+
+def sql_state(state: StrEnum) -> str:
+    """A state (baton/graph/states.py) as an SQL literal, for statements built at import
+    time: their text, which psycopg prepares, stays the same as if written out."""
+    value = str(state.value)
+    if not value.isidentifier():  # nothing to escape, ever: refuse rather than quote
+        raise ValueError(f"not a state name: {value!r}")
+    return f"'{value}'"
+
+
+def sql_states(*states: StrEnum) -> str:
+    """States as a comma-separated list of SQL literals (for IN (...))."""
+    return ", ".join(sql_state(state) for state in states)
+
 
 STEP_FIELDS = [field.attname for field in Step._meta.concrete_fields]
 STEP_COLUMNS = ", ".join(f's."{field.column}"' for field in Step._meta.concrete_fields)
