@@ -80,6 +80,26 @@ def queue_listeners(queues: Iterable[str]) -> dict[str, Listeners]:
         }
 
 
+def workers_without_task(queue: str, task_name: str) -> int | None:
+    """How many live baton workers listen on `queue` without having `task_name` (its step
+    class is not imported there), or None when some live worker on it may have it."""
+    with connections[database_alias()].cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT count(*) FILTER (WHERE r.tasks IS NOT NULL AND NOT r.tasks ? %(task)s),
+                   count(*) FILTER (WHERE r.tasks IS NULL OR r.tasks ? %(task)s)
+              FROM procrastinate_workers w
+              JOIN baton_workerregistration r ON r.worker_id = w.id
+             WHERE w.last_heartbeat > now() - make_interval(secs => %(live)s)
+               AND (jsonb_array_length(r.queues) = 0 OR r.queues ? %(queue)s)
+            """,
+            {"queue": queue, "task": task_name, "live": LIVE_HEARTBEAT_SECONDS},
+        )
+        row = cursor.fetchone()
+    lacking, having = (int(row[0]), int(row[1])) if row else (0, 0)
+    return lacking if lacking and not having else None
+
+
 @dataclasses.dataclass(frozen=True)
 class Blocker:
     """An unfinished dependency of a waiting step."""
@@ -147,8 +167,9 @@ def _ago(seconds: float) -> str:
 
 
 def explain(step: Step, *, listeners: dict[str, Listeners] | None = None) -> Explanation:
-    """Why `step` is where it is. Costs at most two queries (its unfinished
-    dependencies; the queue's listeners, unless given)."""
+    """Why `step` is where it is. A waiting step costs one query (its unfinished
+    dependencies); an available one up to three (the queue's listeners, unless given;
+    when its job was queued; whether those workers have its task)."""
     now = timezone.now()
     state = S(step.state)
     sentences: list[str] = []
@@ -188,6 +209,17 @@ def explain(step: Step, *, listeners: dict[str, Listeners] | None = None) -> Exp
             sentences.append(f"{why}; runs again{_when(step.scheduled_at, now)}")
         if heard is not None:
             sentences.append(heard.sentence())
+            lacking = (
+                workers_without_task(step.queue, step.task_name)
+                if state == S.AVAILABLE and heard.workers and not heard.unknown
+                else None
+            )
+            if lacking:
+                sentences.append(
+                    f"but {'it does' if lacking == 1 else f'none of those {lacking} does'} not "
+                    f"have task {step.task_name!r} (the step's module is not imported "
+                    "there), so it hands the step back for a worker that has it"
+                )
     elif state == S.EXECUTING:
         sentences.append(
             f"running attempt {step.attempt} of {step.max_attempts}{_when(step.started_at, now)}"

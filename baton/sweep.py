@@ -4,7 +4,7 @@
   whose heartbeat stopped); the same job runs again and the gate counts the attempt;
 - re-enqueues steps whose job vanished (deleted, pruned) or ended while baton still shows
   the step queued or executing (e.g. a restart cut the finishing transaction), reported
-  as rescued; a step whose task is no longer registered is discarded as "pruned";
+  as rescued (also when this process does not have the step's task: a worker may);
 - finishes workflows whose steps are all terminal but which nobody marked finished;
 - prunes finished workflows older than PRUNE_AFTER, in bounded batches;
 - prunes debug records (baton.debug) older than DEBUG_MAX_AGE, in bounded batches.
@@ -172,17 +172,21 @@ def _retry_stalled_jobs(alias: str, seconds: float, report: SweepReport) -> None
         seconds_since_heartbeat=seconds,
     )
     for row in rows:
-        if row["task_name"] not in registry:
-            continue  # not a baton step: the user's own stalled-job policy applies
         args = row["args"] or {}
         if isinstance(args, str):  # Django has psycopg hand jsonb over as text
             args = json.loads(args)
-        step_id = args.get("step_id")
+        step_id = args.get("step_id") if isinstance(args, dict) else None
+        if not isinstance(step_id, int) or isinstance(step_id, bool):
+            continue  # not a baton step: the user's own stalled-job policy applies
         with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
             cursor.execute(
                 "SELECT state, job_id FROM baton_step WHERE id = %s FOR UPDATE", [step_id]
             )
             step_row = cursor.fetchone()
+            if row["task_name"] not in registry and not (step_row and step_row[1] == row["id"]):
+                # Neither a step class of this process nor the current job of a step (a
+                # step class this process lacks still is): the user's own policy applies.
+                continue
             cursor.execute(
                 "SELECT status FROM procrastinate_jobs WHERE id = %s FOR UPDATE", [row["id"]]
             )
@@ -250,26 +254,25 @@ def _rescue_lost_steps(
                 return
             steps = steps_from_rows(rows, alias)
             workflow_names = {step.id: row[-1] for step, row in zip(steps, rows, strict=True)}
-            lost_forever = [s for s in steps if s.task_name not in registry]
+            # A task this process does not know may still be known to a worker (the code
+            # reached the web process first, or the sweep runs elsewhere): requeue it
+            # like any other; a worker that cannot run it hands it back (worker.py).
+            foreign = sorted({s.task_name for s in steps if s.task_name not in registry})
+            if foreign:
+                logger.warning(
+                    "baton sweep: requeued steps of task(s) %s, which this process does "
+                    "not have; only a worker that has them can run them",
+                    ", ".join(map(repr, foreign)),
+                )
             out_of_attempts = [
-                s
-                for s in steps
-                if s.task_name in registry
-                and s.state == S.EXECUTING
-                and s.attempt >= s.max_attempts
+                s for s in steps if s.state == S.EXECUTING and s.attempt >= s.max_attempts
             ]
             requeue_now = [
                 s
                 for s in steps
-                if s.task_name in registry
-                and (s.state in (S.AVAILABLE, S.EXECUTING))
-                and s not in out_of_attempts
+                if s.state in (S.AVAILABLE, S.EXECUTING) and s not in out_of_attempts
             ]
-            requeue_later = [
-                s
-                for s in steps
-                if s.task_name in registry and s.state in (S.SCHEDULED, S.RETRYABLE)
-            ]
+            requeue_later = [s for s in steps if s.state in (S.SCHEDULED, S.RETRYABLE)]
 
             enqueue(cursor, requeue_now, ann)
             if requeue_later:
@@ -285,10 +288,6 @@ def _rescue_lost_steps(
                     [[s.id for s in requeue_later], job_ids],
                 )
             doomed = [
-                (s, f"pruned: its job vanished and task {s.task_name!r} is no longer registered")
-                for s in lost_forever
-            ]
-            doomed += [
                 (s, f"worker lost during its last attempt ({s.attempt} of {s.max_attempts})")
                 for s in out_of_attempts
             ]

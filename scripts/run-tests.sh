@@ -45,6 +45,11 @@ if [[ -z "${DATABASE_URL:-}" ]]; then
         BATON_TEST_PG_RESTART="bash $(printf '%q' "$SERVICES") pg-restart"
         export BATON_TEST_PG_RESTART
     fi
+    # tests/worker/test_outage.py stops it for a while (the seconds are appended).
+    if [[ -z "${BATON_TEST_PG_OUTAGE:-}" ]]; then
+        BATON_TEST_PG_OUTAGE="bash $(printf '%q' "$SERVICES") pg-outage"
+        export BATON_TEST_PG_OUTAGE
+    fi
     if [[ -z "${REDIS_URL:-}" ]] && command -v redis-server >/dev/null 2>&1; then
         if ! bash "$SERVICES" redis-status 2>/dev/null; then
             started_redis=1

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Private PostgreSQL and Redis servers for baton's tests and demo.
 #
-#   scripts/services.sh pg-start | pg-stop | pg-restart | pg-status | pg-url | pg-dir
+#   scripts/services.sh pg-start | pg-stop | pg-restart | pg-outage SECONDS | pg-status | pg-url | pg-dir
 #   scripts/services.sh redis-start | redis-stop | redis-status | redis-url
 #
 # PostgreSQL
@@ -233,6 +233,21 @@ pg_restart() {
     pg_wait_ready || die "PostgreSQL restarted but does not answer on 127.0.0.1:$PG_PORT"
 }
 
+# An outage: the server stopped (every connection cut) for SECONDS, then started again,
+# waiting until it answers; tests/worker/test_outage.py uses it (BATON_TEST_PG_OUTAGE).
+pg_outage() {
+    local data seconds="${1:?usage: pg-outage SECONDS}"
+    data="$(pg_datadir)"
+    pg_running "$data" || die "PostgreSQL in $data is not running; run pg-start"
+    pg_ctl_ -D "$data" -m fast -w -t 60 stop >/dev/null 2>&1 || die "pg_ctl stop failed"
+    sleep "$seconds"
+    if ! pg_ctl_ -D "$data" -l "$data/postgres.log" -w -t 60 start >/dev/null 2>&1; then
+        tail -n 20 "$data/postgres.log" >&2 || true
+        die "pg_ctl start failed after the outage"
+    fi
+    pg_wait_ready || die "PostgreSQL started but does not answer on 127.0.0.1:$PG_PORT"
+}
+
 pg_url() { echo "postgres://postgres@127.0.0.1:$PG_PORT/baton"; }
 
 # ---------------------------------------------------------------- Redis helpers
@@ -303,6 +318,7 @@ case "$cmd" in
     pg-start) pg_start ;;
     pg-stop) pg_stop ;;
     pg-restart) pg_restart ;;
+    pg-outage) pg_outage "${2:-}" ;;
     pg-status) pg_running "$(pg_datadir)" ;;
     pg-url) pg_url ;;
     pg-dir) pg_datadir ;;

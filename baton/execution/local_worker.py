@@ -12,8 +12,11 @@ path remains:
   statement that completes the step (see advance._COMPLETE_SQL), and tells the worker,
   which then skips its own finish_job round trips for that job.
 
-And one thing the worker tells the step: that its fetch already claimed the step
-(advance.FETCH_AND_CLAIM_SQL), so the step skips its own claim statement.
+And two things the worker tells the step: that its fetch already claimed the step
+(advance.FETCH_AND_CLAIM_SQL), so the step skips its own claim statement; and that the
+database connection was lost since the step's thread last used its own (`database_lost`),
+so the thread's kept Django connection, broken by a restart that nothing in the thread
+has noticed yet, is replaced before perform() runs instead of failing in it.
 """
 
 from __future__ import annotations
@@ -118,3 +121,29 @@ def take_claim(job_id: int) -> tuple[list[Any], str, Any] | None:
     """The claim the worker's fetch made for this job, once; None if it made none."""
     with _lock:
         return _claims.pop(job_id, None)
+
+
+# ------------------------------------------------------------------ lost connections
+# Bumped whenever this process sees the database connection lost; each thread remembers
+# the value its Django connections were made under.
+_outages = 0
+_seen = threading.local()
+
+
+def database_lost() -> None:
+    """This process lost its database connection (a restart, a failover): every thread's
+    kept Django connection is suspect."""
+    global _outages
+    with _lock:
+        _outages += 1
+
+
+def connections_current() -> None:
+    """Before a step uses the database from this thread: drop its Django connections if
+    the database was lost since they were made (Django, with persistent connections and
+    no health checks, would hand a broken one to perform())."""
+    if getattr(_seen, "outages", 0) != _outages:
+        from django.db import connections
+
+        connections.close_all()
+    _seen.outages = _outages

@@ -305,7 +305,8 @@ class AttemptFailed(Exception):
 
 
 def _run_step_sync(cls: type[Step], context: JobContext, step_id: int) -> None:
-    close_old_connections()  # a connection broken by a Postgres restart is replaced
+    close_old_connections()
+    local_worker.connections_current()  # one broken by a Postgres restart is replaced
     try:
         claimed = _claim(step_id, _job_id(context))
         if claimed is None:
@@ -338,6 +339,7 @@ async def _run_step_async(cls: type[Step], context: JobContext, step_id: int) ->
 
     def prepare() -> tuple[advance.Claim, Job, Discard | None] | None:
         close_old_connections()
+        local_worker.connections_current()
         claimed = _claim(step_id, _job_id(context))
         if claimed is None:
             return None
@@ -390,6 +392,7 @@ def _claim(step_id: int, job_id: int) -> advance.Claim | None:
         connection = connections[database_alias()]
         if connection.in_atomic_block:
             raise
+        local_worker.database_lost()
         connection.close()
         return advance.claim(step_id, job_id)
 
@@ -418,6 +421,7 @@ def _call_with_timeout(func: Callable[[Job], Any], job: Job, seconds: float) -> 
     # On timeout the attempt is recorded as failed; the late result, if any, is dropped.
     def run(job: Job) -> Any:
         close_old_connections()
+        local_worker.connections_current()
         try:
             return func(job)
         finally:
@@ -429,6 +433,42 @@ def _call_with_timeout(func: Callable[[Job], Any], job: Job, seconds: float) -> 
         return future.result(timeout=seconds)
     except concurrent.futures.TimeoutError:
         raise TimeoutError(f"perform() took longer than timeout={seconds:g}s") from None
+
+
+#: How long an attempt keeps trying to record its outcome while the database cannot be
+#: reached (a restart, a failover, a network cut). Giving up leaves the step executing
+#: for the sweep, which runs it again: perform() then runs twice (at-least-once).
+OUTCOME_RETRY_SECONDS = 120.0
+_OUTCOME_RETRY_MAX_DELAY = 2.0
+
+
+def _finish_through_outage(claimed: advance.Claim, outcome: advance.AttemptOutcome) -> None:
+    """advance.finish, tried again on a fresh connection while the database is unreachable,
+    so that an outage during the attempt does not make the step run again. Safe to repeat:
+    a try that failed rolled back, and one whose COMMIT landed before the connection died
+    makes the next try a no-op (the attempt fence)."""
+    deadline = time.monotonic() + OUTCOME_RETRY_SECONDS
+    delay = 0.1
+    while True:
+        try:
+            advance.finish(claimed, outcome)
+            return
+        except (OperationalError, InterfaceError, psycopg.OperationalError) as exc:
+            connection = connections[database_alias()]
+            if connection.in_atomic_block or time.monotonic() + delay > deadline:
+                raise
+            local_worker.database_lost()
+            logger.warning(
+                "baton: could not record the outcome of step %s (attempt %s): %s; "
+                "trying again in %.1fs",
+                claimed.step.name,
+                claimed.attempt,
+                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                delay,
+            )
+            connection.close()
+            time.sleep(delay)
+            delay = min(delay * 2, _OUTCOME_RETRY_MAX_DELAY)
 
 
 def _conclude_quietly(step: Step, claimed: advance.Claim, job: Job, value: Any) -> None:
@@ -451,14 +491,14 @@ def _conclude(step: Step, claimed: advance.Claim, job: Job, value: Any) -> None:
         outcome = _with_graft(step, claimed, job, outcome)
     try:
         try:
-            advance.finish(claimed, outcome)
+            _finish_through_outage(claimed, outcome)
         except (DataError, psycopg.DataError) as exc:
             # PostgreSQL refused what the outcome holds: record that as the attempt's
             # failure (one attempt spent) rather than leave the step executing.
             logger.exception("baton: the outcome of step %s could not be stored", claimed.step.name)
             value = OutcomeNotStorable(claimed.step.name, exc)
             outcome = to_outcome(step, claimed, value)
-            advance.finish(claimed, outcome)
+            _finish_through_outage(claimed, outcome)
     finally:
         tracing.end_attempt(job._span, outcome, value)
     if isinstance(value, BaseException) and not isinstance(value, (Snooze, Discard)):

@@ -23,6 +23,7 @@ connection. BatonWorker retries those instead (see `_connection_lost`).
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import logging
 import os
@@ -73,9 +74,9 @@ class _StickyEvent(asyncio.Event):
 # What a registered worker listens on, beside Procrastinate's row for it (id, heartbeat).
 _REGISTER_SQL = """
 INSERT INTO baton_workerregistration
-       (worker_id, name, hostname, pid, queues, concurrency, started_at)
-VALUES (%(worker_id)s, %(name)s, %(hostname)s, %(pid)s, %(queues)s::jsonb, %(concurrency)s,
-        now())
+       (worker_id, name, hostname, pid, queues, tasks, concurrency, started_at)
+VALUES (%(worker_id)s, %(name)s, %(hostname)s, %(pid)s, %(queues)s::jsonb, %(tasks)s::jsonb,
+        %(concurrency)s, now())
 ON CONFLICT (worker_id) DO NOTHING
 """
 
@@ -103,19 +104,52 @@ class _ClaimingJobManager(procrastinate_manager.JobManager):
                 logger.warning("baton worker: could not record its queues", exc_info=True)
         return worker_id
 
+    #: Set by BatonWorker: the task names this worker can run.
+    known_tasks: typing.Container[str] | None = None
+
     async def fetch_job(self, queues: Any, worker_id: int) -> procrastinate_jobs.Job | None:
         from baton.execution import advance
 
-        row = await self.connector.execute_query_one_async(
-            query=advance.FETCH_AND_CLAIM_SQL, queues=queues, worker_id=worker_id
+        while True:
+            row = await self.connector.execute_query_one_async(
+                query=advance.FETCH_AND_CLAIM_SQL, queues=queues, worker_id=worker_id
+            )
+            if row["id"] is None:
+                return None
+            job = procrastinate_jobs.Job.from_row(row)
+            claim = advance.claimed_by_fetch(row)
+            if claim is not None and self.known_tasks is not None:
+                if job.task_name not in self.known_tasks:
+                    # Another worker may have the step's code (deployed to the web process
+                    # and some workers first): give the job back instead of failing it.
+                    await self._hand_back(job, claim)
+                    continue  # handed back for later: it cannot come back at once
+            if claim is not None:
+                local_worker.fetched_claim(int(row["id"]), claim)
+            return job
+
+    async def _hand_back(self, job: procrastinate_jobs.Job, claim: Any) -> None:
+        from baton.execution.claim import unclaim
+
+        values, old_state, _ = claim
+        delay = hand_back_delay(job.attempts)
+        await sync_to_async(unclaim, thread_sensitive=False)(values, old_state)
+        await self.retry_job(
+            job, retry_at=datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=delay)
         )
-        if row["id"] is None:
-            return None
-        job = procrastinate_jobs.Job.from_row(row)
-        claim = advance.claimed_by_fetch(row)
-        if claim is not None:
-            local_worker.fetched_claim(int(row["id"]), claim)
-        return job
+        first = job.task_name not in _warned_tasks
+        _warned_tasks.add(job.task_name)
+        logger.log(
+            logging.WARNING if first else logging.DEBUG,
+            "baton worker %s: task %r (step %r of workflow %s) is not registered in this "
+            "worker, so it cannot run it; handed back for a worker that can (again in %ss). "
+            "Is the step's module imported by this worker (an installed app's tasks.py)?",
+            (self.registration or {}).get("name", ""),
+            job.task_name,
+            job.task_kwargs.get("step_name", job.task_kwargs.get("step_id")),
+            job.task_kwargs.get("workflow_id", "?"),
+            delay,
+        )
 
 
 class BatonWorker(procrastinate_worker.Worker):
@@ -129,8 +163,10 @@ class BatonWorker(procrastinate_worker.Worker):
         manager.registration = {
             "name": self.worker_name or "",
             "queues": json.dumps(list(self.queues or [])),
+            "tasks": json.dumps(sorted(self.app.tasks)),
             "concurrency": self.concurrency,
         }
+        manager.known_tasks = self.app.tasks
 
     def _wake(self) -> None:
         self._new_job_event.set()
@@ -221,6 +257,17 @@ class BatonWorker(procrastinate_worker.Worker):
             logger.warning("baton worker: fetching jobs failed, retrying: %s", exc)
 
 
+# Task names this process has already warned about (once each, then at DEBUG).
+_warned_tasks: set[str] = set()
+HAND_BACK_MAX_DELAY = 30
+
+
+def hand_back_delay(times_handed_back: int) -> int:
+    """Seconds before a job this worker cannot run is due again: 1, 2, 4, ... 30, so that
+    a worker that can run it takes it soon and one that cannot does not spin on it."""
+    return min(HAND_BACK_MAX_DELAY, 2 ** min(times_handed_back, 5))
+
+
 def _warm_up_pricing() -> None:
     """Load the price data before the first step: the first price in a process costs
     ~0.1 s of CPU (genai-prices' tables), which would stall the worker's other steps."""
@@ -232,7 +279,10 @@ def _warm_up_pricing() -> None:
 def _connection_lost(exc: BaseException) -> bool:
     """A connection-level failure (server gone, restarting, refusing connections)."""
     cause = exc.__cause__ or exc.__context__
-    return isinstance(cause, psycopg.OperationalError)
+    lost = isinstance(cause, psycopg.OperationalError)
+    if lost:
+        local_worker.database_lost()
+    return lost
 
 
 def worker_connector() -> Any:

@@ -1,3 +1,4 @@
+import importlib
 import os
 
 from django.apps import AppConfig
@@ -12,6 +13,9 @@ class TestAppConfig(AppConfig):
         from tests.testapp import failpoints
 
         failpoints.connect()
+        # Step modules only some processes import (a deploy that reached some first).
+        for module in filter(None, os.environ.get("BATON_TEST_IMPORT", "").split(",")):
+            importlib.import_module(module)
         if os.environ.get("BATON_TEST_OTEL_FILE"):
             from tests.testapp import tracing
 
