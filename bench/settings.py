@@ -33,6 +33,18 @@ INSTALLED_APPS = [
 ]
 ROOT_URLCONF = "bench.urls"
 BATON: dict[str, object] = {}
+if os.environ.get("BENCH_BROADCAST_REDIS"):
+    # bench/broadcast.py: a worker that broadcasts every transition over real Redis.
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": os.environ["BENCH_BROADCAST_REDIS"], "socket_timeout": None}],
+                "prefix": "baton-bench",
+            },
+        }
+    }
+    BATON["CHANNEL_LAYER"] = "default"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -40,12 +40,16 @@ def redis_layer(settings):
 
 
 def drain(layer, channel: str, until, timeout: float = 30.0) -> list[dict]:
-    """Receive messages on `channel` until `until(messages)` or timeout."""
+    """Receive messages on `channel` until `until(events)` or timeout: the events of the
+    batches received, in order."""
     messages: list[dict] = []
 
     async def receive_until():
         while not until(messages):
-            messages.append(await layer.receive(channel))
+            batch = await layer.receive(channel)
+            assert batch["type"] == broadcast.BATCH_TYPE
+            assert 1 <= len(batch["events"]) <= broadcast.MAX_PER_MESSAGE
+            messages.extend(batch["events"])
 
     async def receive_some():
         # One uncancelled receive loop: channels-redis may drop a message whose receive
@@ -264,3 +268,71 @@ def test_a_worker_broadcasts_costs_that_match_the_ledger(redis_layer, start_work
         1,
     )
     assert finished["budget_usd"] == "2"
+
+
+# ----------------------------------------------------------------------------- batching
+def test_a_pass_is_coalesced_into_one_message_per_group_in_queue_order():
+    batch = [
+        ("default", ["wf.a", "list"], {"n": 0}),
+        ("default", ["wf.b", "list"], {"n": 1}),
+        ("default", ["wf.a", "list"], {"n": 2}),
+        ("other", ["list"], {"n": 3}),
+    ]
+    assert broadcast.coalesce(batch) == [
+        ("default", "wf.a", [0, 2]),
+        ("default", "list", [0, 1, 2]),
+        ("default", "wf.b", [1]),
+        ("other", "list", [3]),
+    ]
+    many = [("default", ["g"], {"n": n}) for n in range(broadcast.MAX_PER_MESSAGE * 2 + 1)]
+    assert [len(numbers) for _, _, numbers in broadcast.coalesce(many)] == [
+        broadcast.MAX_PER_MESSAGE,
+        broadcast.MAX_PER_MESSAGE,
+        1,
+    ]
+
+
+def test_a_burst_reaches_redis_batched_and_in_order_per_workflow(redis_layer):
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    channels = {key: f"batontest-burst-{uuid.uuid4().hex}" for key in (first, second, "list")}
+    for key, channel in channels.items():
+        group = WORKFLOW_LIST_GROUP if key == "list" else workflow_group(key)
+        async_to_sync(redis_layer.group_add)(group, channel)
+    sender = broadcast._Sender()
+    events = 300
+    for n in range(events):  # queued before the sender's thread starts: one pass takes them
+        workflow_id = first if n % 3 else second
+        sender.queue.put_nowait(
+            (
+                "default",
+                [workflow_group(workflow_id), WORKFLOW_LIST_GROUP],
+                {
+                    "type": broadcast.MESSAGE_TYPE,
+                    "event": "step",
+                    "workflow_id": workflow_id,
+                    "n": n,
+                },
+            )
+        )
+    sender._ensure_thread()
+    assert sender.flush(30)
+    assert (sender.stats.sent, sender.stats.failed) == (events, 0)
+
+    def received(channel: str, count: int) -> tuple[list[int], int]:
+        batches: list[dict] = []
+
+        async def receive() -> None:
+            while sum(len(b["events"]) for b in batches) < count:
+                batches.append(await redis_layer.receive(channel))
+
+        async_to_sync(asyncio.wait_for)(receive(), 30)
+        assert {b["type"] for b in batches} == {broadcast.BATCH_TYPE}
+        return [e["n"] for b in batches for e in b["events"]], len(batches)
+
+    numbers, messages = received(channels["list"], events)
+    assert numbers == list(range(events))
+    assert messages == 3  # 300 events, 100 a message
+    numbers, messages = received(channels[first], 200)
+    assert numbers == [n for n in range(events) if n % 3] and messages == 2
+    numbers, messages = received(channels[second], 100)
+    assert numbers == [n for n in range(events) if not n % 3] and messages == 1

@@ -169,3 +169,55 @@ def test_edges_that_skip_columns_run_between_the_nodes_of_the_columns_they_cross
     assert routed, "the long edge a -> e is routed through waypoints"
     assert not any(_crosses_a_node(s, boxes) for s in routed)
     assert len({box for box in boxes}) == len(boxes) == 10
+
+
+# ------------------------------------------------------------------- structural folds
+def test_big_graphs_fold_siblings_by_column_and_name_and_folds_expand() -> None:
+    from types import SimpleNamespace
+
+    from baton.live import views
+
+    def step(number: int, name: str, group: str | None = None) -> SimpleNamespace:
+        return SimpleNamespace(
+            id=number,
+            name=name,
+            state="waiting",
+            group=group,
+            version=1,
+            attempt=0,
+            max_attempts=1,
+            cost_usd=None,
+            unpriced_calls=0,
+        )
+
+    # 200 chains split -> filter_i -> map_i -> merge, plus 30 "misc" leaves of the split.
+    steps = [step(1, "split")]
+    edges = []
+    for i in range(200):
+        steps += [step(2 + 2 * i, f"filter_{i}"), step(3 + 2 * i, f"map_{i}")]
+        edges += [(1, 2 + 2 * i), (2 + 2 * i, 3 + 2 * i), (3 + 2 * i, 500)]
+    steps.append(step(500, "merge"))
+    steps += [step(600 + i, f"leaf{i}") for i in range(30)]  # no common word: "other"
+    edges += [(1, 600 + i) for i in range(30)]
+
+    drawing = views.draw(steps, edges)
+    assert {group.name: group.size for group in drawing.groups} == {
+        "filter… (column 2)": 200,
+        "map… (column 3)": 200,
+        "other steps (column 2)": 30,
+    }
+    assert [node.name for node in drawing.nodes] == ["split", "merge"]
+    assert sorted(drawing.folds["map… (column 3)"]) == [3 + 2 * i for i in range(200)]
+    # split -> 2 folds, filter -> map, map -> merge: the folded edges, each once.
+    assert drawing.edge_path.count("M") == 4
+
+    opened = views.draw(steps, edges, {"map… (column 3)"})
+    assert {group.name for group in opened.groups} == {
+        "filter… (column 2)",
+        "other steps (column 2)",
+    }
+    assert len(opened.nodes) == 202 and opened.expanded == ["map… (column 3)"]
+    assert len(views.draw(steps, edges, {"*"}).nodes) == len(steps)
+
+    # Small graphs are drawn as they are.
+    assert views.draw(steps[:100], [e for e in edges if e[1] < 100]).groups == []

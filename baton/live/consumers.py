@@ -9,10 +9,13 @@ Messages sent to the browser (JSON):
 - workflow socket: ``{"type": "snapshot", "workflow": {...}, "steps": [...]}`` first, then
   ``{"type": "step", "step": {...}}`` (with ``workflow_cost_usd`` and
   ``workflow_unpriced_calls``, the workflow's running totals, when that transition
-  recorded model calls) and ``{"type": "workflow", "workflow": {...}}``; on
+  recorded model calls) and ``{"type": "workflow", "workflow": {...}}``, several of them
+  in order as ``{"type": "batch", "messages": [...]}`` when one broadcast carried them; on
   ``{"action": "detail", "step_id": N}`` it answers ``{"type": "detail", "step": {...}}``
   with the step's error, queue and ``explanation`` (baton.explain: why it waits).
-- list socket: ``{"type": "workflows", "workflows": [...], "snapshot": bool}``; events
+- list socket (``?page=N&q=search``): ``{"type": "workflows", "workflows": [...],
+  "counts": {state: n}, "snapshot": bool}``, ``counts`` (workflows per state, with the
+  page's search) in the snapshot and after any workflow event; events
   only mark a workflow as changed, and its summary is re-read at most every
   ``LIST_REFRESH_SECONDS`` (one query for all changed workflows), so a busy workflow costs
   the list a query per interval, not one per transition. Summaries carry the workflow's
@@ -38,7 +41,13 @@ from django.http.request import validate_host
 
 from baton.broadcast import WORKFLOW_LIST_GROUP, step_payload, workflow_group
 from baton.explain import explain
-from baton.live.views import WORKFLOWS_PER_PAGE, can_view, workflow_snapshot, workflow_summaries
+from baton.live.views import (
+    WORKFLOWS_PER_PAGE,
+    can_view,
+    state_counts,
+    workflow_snapshot,
+    workflow_summaries,
+)
 from baton.models import Step, Workflow
 
 WORKFLOW_TOTALS = ("workflow_cost_usd", "workflow_unpriced_calls")
@@ -125,18 +134,24 @@ class WorkflowConsumer(_LiveConsumer):
         await self.send_json(snapshot)
 
     async def baton_event(self, event: dict[str, Any]) -> None:
-        if event.get("workflow_id") != str(self.workflow_id):
+        await self.baton_events({"events": [event]})
+
+    async def baton_events(self, batch: dict[str, Any]) -> None:
+        """A sender's pass: this workflow's events, in order, in one frame to the page."""
+        mine = str(self.workflow_id)
+        messages = [
+            message
+            for event in batch.get("events") or ()
+            if isinstance(event, dict) and event.get("workflow_id") == mine
+            for message in [_page_message(event)]
+            if message is not None
+        ]
+        if not messages or not await self._still_allowed():
             return
-        if not await self._still_allowed():
-            return
-        if event.get("event") == "step":
-            message: dict[str, Any] = {"type": "step", "step": event["step"]}
-            for key in WORKFLOW_TOTALS:  # when the transition recorded model calls
-                if key in event:
-                    message[key] = event[key]
-            await self.send_json(message)
-        elif event.get("event") == "workflow":
-            await self.send_json({"type": "workflow", "workflow": event["workflow"]})
+        if len(messages) == 1:
+            await self.send_json(messages[0])
+        else:
+            await self.send_json({"type": "batch", "messages": messages})
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if not isinstance(content, dict) or content.get("action") != "detail":
@@ -159,13 +174,19 @@ class WorkflowListConsumer(_LiveConsumer):
         if not await self._allowed():
             await self._refuse(CLOSE_FORBIDDEN)
             return
-        self.page = _page_number(self.scope.get("query_string", b""))
+        query_string = self.scope.get("query_string", b"")
+        self.page = _page_number(query_string)
+        self.search = _search(query_string)
         self.changed: set[str] = set()
+        self.recount = False  # a workflow event came: the per-state counts may have moved
         self.flush_task: asyncio.Task[None] | None = None
         await self._join(WORKFLOW_LIST_GROUP)
         await self.accept()
         summaries = await database_sync_to_async(_page_summaries)(self.page)
-        await self.send_json({"type": "workflows", "workflows": summaries, "snapshot": True})
+        counts = await database_sync_to_async(state_counts)(self.search)
+        await self.send_json(
+            {"type": "workflows", "workflows": summaries, "counts": counts, "snapshot": True}
+        )
 
     async def disconnect(self, code: int) -> None:
         task = getattr(self, "flush_task", None)
@@ -176,14 +197,25 @@ class WorkflowListConsumer(_LiveConsumer):
         await super().disconnect(code)
 
     async def baton_event(self, event: dict[str, Any]) -> None:
+        await self.baton_events({"events": [event]})
+
+    async def baton_events(self, batch: dict[str, Any]) -> None:
         # Workflow events too are re-read rather than forwarded: summaries then all come
         # from one loop of reads made after the commits, so they never go back in time.
-        workflow_id = event.get("workflow_id")
-        if not isinstance(workflow_id, str):
+        ids = {
+            event["workflow_id"]
+            for event in batch.get("events") or ()
+            if isinstance(event, dict) and isinstance(event.get("workflow_id"), str)
+        }
+        if not ids or not await self._still_allowed():
             return
-        if not await self._still_allowed():
-            return
-        self.changed.add(workflow_id)
+        self.changed |= ids
+        # A workflow's state changes only with a workflow event (inserted, finished,
+        # executing again): step events alone leave the counts as they are.
+        self.recount = self.recount or any(
+            isinstance(event, dict) and event.get("event") == "workflow"
+            for event in batch.get("events") or ()
+        )
         if self.flush_task is None or self.flush_task.done():
             self.flush_task = asyncio.ensure_future(self._flush_later())
 
@@ -192,9 +224,26 @@ class WorkflowListConsumer(_LiveConsumer):
         while self.changed:
             await asyncio.sleep(LIST_REFRESH_SECONDS)
             ids, self.changed = self.changed, set()
+            recount, self.recount = self.recount, False
             summaries = await database_sync_to_async(_summaries)(ids)
-            if summaries:
-                await self.send_json({"type": "workflows", "workflows": summaries})
+            message: dict[str, Any] = {"type": "workflows", "workflows": summaries}
+            if recount:  # one grouped query, as the page's own
+                message["counts"] = await database_sync_to_async(state_counts)(self.search)
+            if summaries or recount:
+                await self.send_json(message)
+
+
+def _page_message(event: dict[str, Any]) -> dict[str, Any] | None:
+    """What the workflow page gets for one broadcast event."""
+    if event.get("event") == "step":
+        message: dict[str, Any] = {"type": "step", "step": event["step"]}
+        for key in WORKFLOW_TOTALS:  # when the transition recorded model calls
+            if key in event:
+                message[key] = event[key]
+        return message
+    if event.get("event") == "workflow":
+        return {"type": "workflow", "workflow": event["workflow"]}
+    return None
 
 
 # ------------------------------------------------------------------------- DB helpers
@@ -208,6 +257,12 @@ def _page_number(query_string: bytes) -> int:
         return min(max(1, int(values[0])), MAX_PAGE)
     except ValueError:
         return 1
+
+
+def _search(query_string: bytes) -> str:
+    """The index's search (?q=), as the page reads it: its counts follow the same filter."""
+    values = parse_qs(query_string.decode("latin-1")).get("q", [""])
+    return values[0].strip()[:200]
 
 
 def _same_site(scope: dict[str, Any]) -> bool:

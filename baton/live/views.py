@@ -13,6 +13,7 @@ marked) and its actions (cancel, retry, retry one step: POST with CSRF, for user
 from __future__ import annotations
 
 import datetime
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +38,7 @@ from baton.display import format_seconds, format_usd
 from baton.exceptions import BatonError
 from baton.execution.deferrer import database_alias
 from baton.graph.states import TERMINAL_STEP_STATES, StepState, WorkflowState
-from baton.live.layout import Via, layout
+from baton.live.layout import Via, depths, layout
 from baton.models import Step, StepDependency, Workflow
 
 VIEW_PERMISSION = "baton.view_workflow"
@@ -59,6 +60,13 @@ VIA_PITCH = 8  # the slot a long edge takes in a column it crosses
 # the user expands them (?expand=<group>, repeatable; ?expand=* for all).
 GROUP_THRESHOLD = 12
 GROUP_BAR_WIDTH = NODE_WIDTH - 20
+# A graph of more nodes than this (after collapsing add_many groups) also folds steps by
+# structure, so that it reads at fit: steps of one column whose names share a prefix
+# ("fast2bfq_..."), more than GROUP_THRESHOLD of them, become one node; the steps left in
+# a column still holding more than FOLD_COLUMN single nodes become one node "column N".
+FOLD_ABOVE = 150
+FOLD_COLUMN = 2 * GROUP_THRESHOLD
+_KIND = re.compile(r"[^_\-.\[\]:/ @#]+")
 NAME_CHARS = 22  # characters of a step name drawn in its node; the full name is its title
 SOCKET_PREFIX = "/ws/baton/workflows/"
 EMPTY = "—"
@@ -295,6 +303,7 @@ class DrawnGroup:
 class Drawing:
     nodes: list[DrawnNode]
     groups: list[DrawnGroup]
+    folds: dict[str, list[int]]  # folded groups (not add_many's): their steps' ids
     edge_path: str
     edge_count: int
     edges_drawn: bool
@@ -320,6 +329,44 @@ def _collapsible(steps: list[Step], expand: set[str]) -> dict[str, list[Step]]:
     }
 
 
+def _kind(name: str) -> str:
+    """What a step's name says it is: its first word ("fast2bfq" of
+    "fast2bfq_fast2bfq_080603_..._ID0000002", "s3" of "s3_17")."""
+    match = _KIND.match(name)
+    return match.group(0) if match else name
+
+
+def _folds(
+    steps: list[Step],
+    key_of: dict[int, Any],
+    edges: list[tuple[Any, Any]],
+    expand: set[str],
+    exempt: set[int],
+) -> dict[str, list[Step]]:
+    """Folded groups of a big graph: name -> its steps (see FOLD_ABOVE). Folding only
+    merges steps of one column, so the folded graph has no cycle. Steps in `exempt` (of
+    an add_many group the user expanded) and the steps of expanded folds stay drawn."""
+    keys = list(dict.fromkeys(key_of[step.id] for step in steps))
+    if len(keys) <= FOLD_ABOVE or "*" in expand:
+        return {}
+    depth = depths(keys, edges)
+    singles = [step for step in steps if key_of[step.id] == step.id and step.id not in exempt]
+    by_kind: dict[tuple[int, str], list[Step]] = {}
+    for step in singles:
+        by_kind.setdefault((depth[step.id], _kind(step.name)), []).append(step)
+    folds: dict[str, list[Step]] = {}
+    rest: dict[int, list[Step]] = {}
+    for (column, kind), members in by_kind.items():
+        if len(members) > GROUP_THRESHOLD:
+            folds[f"{kind}… (column {column + 1})"] = members
+        else:
+            rest.setdefault(column, []).extend(members)
+    for column, members in rest.items():
+        if len(members) > FOLD_COLUMN:
+            folds[f"other steps (column {column + 1})"] = members
+    return {name: members for name, members in folds.items() if name not in expand}
+
+
 def _expand_query(expanded: set[str]) -> str:
     return "?" + "&".join(f"expand={quote(name, safe='')}" for name in sorted(expanded))
 
@@ -335,17 +382,34 @@ def draw(
     key_of: dict[int, Any] = {
         step.id: (_group_key(step.group) if step.group in collapsed else step.id) for step in steps
     }
-    keys = list(dict.fromkeys(key_of[step.id] for step in steps))
-    drawn_edges = list(
-        dict.fromkeys(
-            (key_of[up], key_of[down]) for up, down in edges if key_of[up] != key_of[down]
+
+    def quotient() -> list[tuple[Any, Any]]:
+        return list(
+            dict.fromkeys(
+                (key_of[up], key_of[down]) for up, down in edges if key_of[up] != key_of[down]
+            )
         )
-    )
+
+    drawn_edges = quotient()
+    folds: dict[str, list[Step]] = {}
+    try:
+        exempt = {step.id for step in steps if step.group and step.group in expand & big}
+        folds = _folds(steps, key_of, drawn_edges, expand, exempt)
+        big |= set(folds) | set(_folds(steps, key_of, drawn_edges, set(), exempt))
+    except ValueError:  # a cycle through collapsed groups: the fallback below draws it
+        pass
+    if folds:
+        for name, members in folds.items():
+            for member in members:
+                key_of[member.id] = _group_key(name)
+        collapsed = {**collapsed, **folds}
+        drawn_edges = quotient()
+    keys = list(dict.fromkeys(key_of[step.id] for step in steps))
     try:
         graph = layout(keys, drawn_edges)
     except ValueError:  # collapsing made a cycle (a group member depends on a sibling's
         # dependent): draw every step instead
-        collapsed = {}
+        collapsed, folds = {}, {}
         key_of = {step.id: step.id for step in steps}
         keys = [step.id for step in steps]
         drawn_edges = list(dict.fromkeys(edges))
@@ -399,7 +463,8 @@ def draw(
         groups.append(
             DrawnGroup(
                 name=name,
-                label=_short(name),
+                # A fold's column is where it is drawn: its label keeps the name's word.
+                label=_short(name.rsplit(" (column ", 1)[0] if name in folds else name),
                 size=len(members),
                 state=group_state(counts),
                 counts=counts,
@@ -445,6 +510,7 @@ def draw(
     return Drawing(
         nodes=nodes,
         groups=groups,
+        folds={name: [member.id for member in members] for name, members in folds.items()},
         edge_path="".join(segments),
         edge_count=len(edges),
         edges_drawn=edges_drawn,
@@ -524,7 +590,7 @@ def workflow_list(request: HttpRequest) -> HttpResponse:
     filtered = bool(state or search)
     config = {
         "kind": "list",
-        "socket": f"{SOCKET_PREFIX}?page={page.number}",
+        "socket": f"{SOCKET_PREFIX}?{urlencode({'page': page.number, 'q': search})}",
         "page": page.number,
         "detailUrl": reverse("baton:workflow", args=["00000000-0000-0000-0000-000000000000"]),
         # Filtered pages update the rows they show; only the plain first page adds new ones.
@@ -578,6 +644,8 @@ def workflow_detail(request: HttpRequest, workflow_id: Any) -> HttpResponse:
         "workflow": workflow_payload(workflow),
         "terminal": TERMINAL_STATES,
         "groups": {group.name: group.size for group in drawing.groups},
+        # The steps of each folded group (add_many groups' steps say their group).
+        "folds": drawing.folds,
         "actionUrl": reverse("baton:workflow-action", args=[workflow.pk]),
         "canChange": can_change(request.user),
     }

@@ -538,6 +538,12 @@
   function workflowPage() {
     var workflow = config.workflow;
     var groupSizes = config.groups || {};
+    /* Steps of folded groups (a big graph's steps folded by column and name): their
+     * events carry no group of theirs, so the page is told where they count. */
+    var foldOf = new Map();
+    Object.keys(config.folds || {}).forEach(function (name) {
+      config.folds[name].forEach(function (id) { foldOf.set(id, name); });
+    });
     /* Every step the page knows: id -> {state, version, step, node, group}. Drawn steps
      * have a node; steps of a collapsed group count in their group's node. */
     var steps = new Map();
@@ -702,10 +708,11 @@
     function applyStep(step) {
       var entry = steps.get(step.id);
       if (!entry) {
-        if (!step.group || !groups.has(step.group)) {
+        var groupName = foldOf.get(step.id) || step.group;
+        if (!groupName || !groups.has(groupName)) {
           return false;
         }
-        entry = { state: null, version: -1, node: null, group: step.group };
+        entry = { state: null, version: -1, node: null, group: groupName };
         steps.set(step.id, entry);
       }
       var node = entry.node;
@@ -864,7 +871,14 @@
     });
 
     function handleMessage(data) {
-        if (data.type === "snapshot") {
+        if (data.type === "batch") {
+          /* One broadcast's events for this workflow, in order; drawn with the next frame. */
+          (Array.isArray(data.messages) ? data.messages : []).forEach(function (one) {
+            if (one && one.type !== "batch") {
+              handleMessage(one);
+            }
+          });
+        } else if (data.type === "snapshot") {
           /* A fresh count from the snapshot: it holds every step. */
           pending.clear();
           data.steps.forEach(applyStep);
@@ -1043,10 +1057,31 @@
       renderRow(row);
     }
 
+    /* Workflows per state (the page's search applied), re-read by the server after any
+     * workflow was inserted or changed state. */
+    function applyCounts(counts) {
+      var all = 0;
+      Object.keys(counts).forEach(function (name) {
+        var n = Number(counts[name]) || 0;
+        all += n;
+        var element = document.querySelector('.state-filters [data-count="' + CSS.escape(name) + '"]');
+        if (element && element.textContent !== String(n)) {
+          element.textContent = String(n);
+        }
+      });
+      var total = document.querySelector('.state-filters [data-count="all"]');
+      if (total) {
+        total.textContent = String(all);
+      }
+    }
+
     openSocket(config.socket, {
       message: function (data) {
         if (data.type === "workflows") {
           data.workflows.forEach(applySummary);
+          if (data.counts) {
+            applyCounts(data.counts);
+          }
           if (data.snapshot) {
             document.body.setAttribute("data-snapshot", "received");
           }
