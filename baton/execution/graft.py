@@ -50,6 +50,11 @@ class GraftBuilder(WorkflowGraph):
 
     def __init__(self, workflow_name: str, workflow_id: Any) -> None:
         super().__init__(workflow_name, workflow_id=workflow_id)
+        # What graft_problems validated against and found: (the workflow's steps as
+        # validation reads them, the graft's upstream names). The completion validates
+        # again only if the workflow changed in between (an append): validating a
+        # 10,000-step graft takes longer than writing it.
+        self.checked: tuple[dict[str, tuple[Any, ...]], dict[str, list[str]]] | None = None
 
     def insert(self) -> Any:
         raise TypeError(
@@ -87,10 +92,17 @@ def graft_problems(claimed: Claim, graft: WorkflowGraph) -> list[str]:
             f"step at depth {depth - 1}), over BATON['GRAFT_MAX_DEPTH'] = {max_depth}"
         ]
     try:
-        validated_upstream(graft, existing)
+        upstream_of = validated_upstream(graft, existing)
     except InvalidWorkflow as exc:
         return exc.errors
+    if isinstance(graft, GraftBuilder):
+        graft.checked = (_what_validation_reads(existing), upstream_of)
     return []
+
+
+def _what_validation_reads(existing: Mapping[str, Sequence[Any]]) -> dict[str, tuple[Any, ...]]:
+    """The steps' names, ids, groups, group keys and tasks; not their states."""
+    return {name: (v[0], v[2], v[3], v[4]) for name, v in existing.items()}
 
 
 def complete_with_graft(claimed: Claim, outcome: Completed, ann: Announcements) -> bool:
@@ -109,7 +121,11 @@ def complete_with_graft(claimed: Claim, outcome: Completed, ann: Announcements) 
         if cursor.fetchone() is None:
             return False  # superseded: the graft is dropped with the attempt
         existing = existing_steps(cursor, step.workflow_id)
-        upstream_of = validated_upstream(graft, existing)
+        checked = graft.checked if isinstance(graft, GraftBuilder) else None
+        if checked is not None and checked[0] == _what_validation_reads(existing):
+            upstream_of = checked[1]
+        else:
+            upstream_of = validated_upstream(graft, existing)
         states = lock_dependencies(cursor, graft, upstream_of, existing)
         states[step.name] = S.COMPLETED.value  # it completes in this transaction
         pending = pending_counts(graft, upstream_of, states)
@@ -123,6 +139,7 @@ def complete_with_graft(claimed: Claim, outcome: Completed, ann: Announcements) 
             pending=pending,
             existing_ids={name: values[0] for name, values in existing.items()},
             grafted_by=step.id,
+            jobs_from_rows=True,
         )
         depended_on = {d for upstream in upstream_of.values() for d in upstream}
         leaves = [new_ids[node.name] for node in graft.nodes if node.name not in depended_on]
