@@ -193,11 +193,43 @@ class _CappedStepFormSet(BaseInlineFormSet):  # type: ignore[type-arg]
 
     def get_queryset(self) -> Any:
         if not hasattr(self, "_capped"):
-            self._capped = list(super().get_queryset()[:INLINE_STEP_LIMIT])
-            reasons = _inline_reasons(self._capped)
-            for step in self._capped:
+            capped = list(super().get_queryset()[:INLINE_STEP_LIMIT])
+            reasons = _inline_reasons(capped)
+            for step in capped:
                 step._why = reasons.get(step.id, "")
+            self._capped = _grafts_under_their_steps(capped, self.instance.pk)
         return self._capped
+
+
+def _grafts_under_their_steps(steps: list[Any], workflow_id: Any) -> list[Any]:
+    """`steps` (in id order) with each step's graft right under it, and what the graft
+    column shows: the grafting step's name and depth, how many steps each one grafted
+    (one query for the workflow). A grafting step has a smaller id than its graft, so
+    the grafter of a step on the page is on the page too."""
+    grafted_counts = dict(
+        Step.objects.filter(workflow_id=workflow_id, grafted_by__isnull=False)
+        .order_by()
+        .values_list("grafted_by")
+        .annotate(n=Count("id"))
+        .values_list("grafted_by", "n")
+    )
+    by_id = {step.id: step for step in steps}
+    children: dict[int, list[Any]] = defaultdict(list)
+    for step in steps:
+        if step.grafted_by_id in by_id:
+            children[step.grafted_by_id].append(step)
+    ordered: list[Any] = []
+    stack = [(step, 0) for step in reversed(steps) if step.grafted_by_id not in by_id]
+    while stack:
+        step, level = stack.pop()
+        grafter = by_id.get(step.grafted_by_id) if step.grafted_by_id is not None else None
+        # Read by StepInline.graft_display (the inline's rows are these instances).
+        step._graft_level = level
+        step._grafter_name = grafter.name if grafter is not None else None
+        step._grafted_count = grafted_counts.get(step.id, 0)
+        ordered.append(step)
+        stack.extend((child, level + 1) for child in reversed(children[step.id]))
+    return ordered
 
 
 def _inline_reasons(steps: list[Step]) -> dict[int, str]:
@@ -236,6 +268,7 @@ class StepInline(_StepColumns, admin.TabularInline):  # type: ignore[type-arg]
     show_change_link = True
     fields = readonly_fields = (
         "name",
+        "graft_display",
         "state_badge",
         "why",
         "attempts",
@@ -273,6 +306,18 @@ class StepInline(_StepColumns, admin.TabularInline):  # type: ignore[type-arg]
     @admin.display(description="why")
     def why(self, step: Step) -> str:
         return getattr(step, "_why", "") or EMPTY
+
+    @admin.display(description="graft")
+    def graft_display(self, step: Step) -> str:
+        # Grafted steps are listed under the step that grafted them (the formset's order).
+        parts = []
+        level = getattr(step, "_graft_level", 0)
+        if level:
+            parts.append(f"{'↳' * level} grafted by {getattr(step, '_grafter_name', '')}")
+        count = getattr(step, "_grafted_count", 0)
+        if count:
+            parts.append(f"grafted {count:,} step(s)")
+        return " · ".join(parts) or EMPTY
 
     @admin.display(description="result")
     def result_preview(self, step: Step) -> str:
@@ -573,6 +618,8 @@ class StepAdmin(_StepColumns, _ReadOnlyAdmin):
         "workflow_link",
         "state_badge",
         "explanation_display",
+        "grafted_by_link",
+        "grafted_display",
         "task_name",
         "group",
         "group_key",
@@ -621,6 +668,24 @@ class StepAdmin(_StepColumns, _ReadOnlyAdmin):
     def workflow_link(self, step: Step) -> SafeString:
         url = reverse("admin:baton_workflow_change", args=[step.workflow_id])
         return format_html('<a href="{}">{}</a>', url, step.workflow.name)
+
+    @admin.display(description="grafted by")
+    def grafted_by_link(self, step: Step) -> SafeString | str:
+        if step.grafted_by_id is None:
+            return EMPTY  # inserted with the workflow, or appended from outside
+        grafter = Step.objects.filter(pk=step.grafted_by_id).values_list("name", flat=True)
+        name = grafter.first() or f"step {step.grafted_by_id} (gone)"
+        return format_html('<a href="{}">{}</a>', _change_url(Step, step.grafted_by_id), name)
+
+    @admin.display(description="grafted")
+    def grafted_display(self, step: Step) -> SafeString | str:
+        count = Step.objects.filter(workflow_id=step.workflow_id, grafted_by_id=step.pk).count()
+        if not count:
+            return EMPTY
+        url = _changelist_url(Step, grafted_by__exact=step.pk)
+        return format_html(
+            '<a href="{}">{} step(s)</a> added by its job.graft()', url, f"{count:,}"
+        )
 
     @admin.display(description="args")
     def args_display(self, step: Step) -> SafeString:

@@ -209,7 +209,10 @@ def test_big_workflow_page_is_capped_and_takes_a_bounded_number_of_queries(
         run_step(workflow, f"s{i:04d}", completed({"i": i}))
     admin_client.get(reverse(CHANGELIST))  # warm the session and content types
 
-    with django_assert_max_num_queries(8):  # 5 measured, whatever the size
+    # 10 whatever the size: session, user, workflow, its first steps, the queue listeners
+    # of their "why", how many steps each grafted, content types, debug records, cost by
+    # model, state counts.
+    with django_assert_max_num_queries(10):
         response = admin_client.get(change_url(workflow))
 
     assert response.status_code == 200

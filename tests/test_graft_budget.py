@@ -24,7 +24,7 @@ import baton
 from baton.execution import advance
 from baton.execution.graft import GraftBuilder, graft_problems
 from baton.models import Step, StepDependency, Workflow
-from tests.testapp.tasks import Echo
+from tests.testapp.tasks import Configured, Echo
 
 pytestmark = pytest.mark.usefixtures("clean_jobs")
 
@@ -106,3 +106,40 @@ def test_a_grafting_completion_costs_the_same_statements_for_1_or_1000_steps(
         )
     assert len(set(measured.values())) == 1, measured
     assert measured[1] == (CHECK, FINISH, COPIES)
+
+
+def job_row(job_id: int | None) -> dict[str, Any]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT queue_name, task_name, priority, lock, queueing_lock, args, status, "
+            "scheduled_at FROM procrastinate_jobs WHERE id = %s",
+            [job_id],
+        )
+        columns = [column[0] for column in cursor.description]
+        row = dict(zip(columns, cursor.fetchone(), strict=True))
+    if isinstance(row["args"], str):
+        row["args"] = json.loads(row["args"])
+    return row
+
+
+def test_a_grafted_step_s_job_looks_like_an_inserted_step_s() -> None:
+    """The graft inserts its ready steps' jobs by a statement of its own (not through
+    Procrastinate's defer, as insert() does): workers cannot tell them apart."""
+    workflow = baton.new("jobs").add("g", Echo.new()).add("twin", Configured.new()).insert()
+    row = Step.objects.get(workflow=workflow, name="g")
+    claimed = advance.claim(row.id, row.job_id)
+    assert claimed is not None
+    graft = GraftBuilder("graft of g", workflow.pk)
+    graft.add("grafted", Configured.new(), deps=["g"])
+    assert graft_problems(claimed, graft) == []
+    assert advance.finish(claimed, advance.Completed(value_json=None, graft=graft))
+    twin, grafted = (Step.objects.get(workflow=workflow, name=n) for n in ("twin", "grafted"))
+    inserted_job, grafted_job = job_row(twin.job_id), job_row(grafted.job_id)
+    for job, step in ((inserted_job, twin), (grafted_job, grafted)):
+        assert job["args"] == {
+            "step_id": step.id,
+            "workflow_id": str(workflow.pk),
+            "step": step.name,
+        }
+    del inserted_job["args"], grafted_job["args"]
+    assert grafted_job == inserted_job  # queue, task, priority, lock, status, schedule

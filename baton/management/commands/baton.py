@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import datetime
 import logging
 import math
@@ -457,7 +458,8 @@ def progress_bar(done: int, total: int, width: int = 30) -> str:
 
 def render_workflow(workflow: Any) -> str:
     """The workflow as text: a header with a progress bar, then its steps in dependency
-    order, indented by depth, each with state, attempts, duration and deps."""
+    order, indented by depth, each with state, attempts, duration and deps; grafted
+    steps ("+ name") right under the step that grafted them, one level deeper."""
     from baton.display import format_usd
     from baton.models import Step, StepDependency
 
@@ -497,13 +499,15 @@ def render_workflow(workflow: Any) -> str:
         header += f"  ({workflow.reason})"
     lines = [header]
     why = _explanations(steps) if not workflow.is_finished else {}
-    for step in sorted(steps, key=lambda s: (depth[s.id], s.id)):
+    grafted = collections.Counter(step.grafted_by_id for step in steps)
+    for step, indent in _grafts_under_their_steps(steps, depth):
         duration = f"{step.duration:.2f}s" if step.duration is not None else "-"
         deps = ", ".join(by_id[u].name for u in upstream[step.id][:5])
         if len(upstream[step.id]) > 5:
             deps += f", ... (+{len(upstream[step.id]) - 5})"
+        mark = "+ " if step.grafted_by_id is not None else ""
         line = (
-            f"{'  ' * depth[step.id]}{step.name}  {step.state}  "
+            f"{'  ' * indent}{mark}{step.name}  {step.state}  "
             f"attempt {step.attempt}/{step.max_attempts}  {duration}"
         )
         if step.cost_usd is not None or step.unpriced_calls:
@@ -512,12 +516,39 @@ def render_workflow(workflow: Any) -> str:
             line += f"  <- {deps}"
         if step.reason:
             line += f"  ({step.reason})"
+        if grafted.get(step.id):
+            line += f"  (grafted {grafted[step.id]})"
         lines.append(line)
         for sentence in why.get(step.id, ()):
-            lines.append(f"{'  ' * depth[step.id]}  {WHY}{sentence}")
+            lines.append(f"{'  ' * indent}  {WHY}{sentence}")
     if why.get(None):
         lines.append(f"  {WHY}{why[None][0]}")
     return "\n".join(lines) + "\n"
+
+
+def _grafts_under_their_steps(steps: list[Any], depth: dict[int, int]) -> list[tuple[Any, int]]:
+    """(step, indent) in dependency order (depth, then id), each step's graft right
+    under it: indented one level deeper than its grafting step, plus its depth within
+    the graft."""
+    ids = {step.id for step in steps}
+    graft_of: dict[int, list[Any]] = {}
+    for step in steps:
+        if step.grafted_by_id in ids:
+            graft_of.setdefault(step.grafted_by_id, []).append(step)
+    ordered: list[tuple[Any, int]] = []
+
+    def place(group: list[Any], indent: int) -> None:
+        top = min(depth[step.id] for step in group)
+        for step in sorted(group, key=lambda s: (depth[s.id], s.id)):
+            ordered.append((step, indent + depth[step.id] - top))
+            if step.id in graft_of:
+                place(graft_of.pop(step.id), ordered[-1][1] + 1)
+
+    ungrafted = [step for step in steps if step.grafted_by_id not in ids]
+    if ungrafted:
+        top = min(depth[step.id] for step in ungrafted)
+        place(ungrafted, top)
+    return ordered
 
 
 WHY = "why: "
