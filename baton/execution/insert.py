@@ -53,6 +53,11 @@ _STEP_COPY_COLUMNS = (
 )
 
 
+# The sequence looked up once per statement (an InitPlan), not once per id drawn: a
+# sequence named by text is looked up at every nextval(), 8 µs an id.
+_STEP_ID_SEQUENCE = "(SELECT pg_get_serial_sequence('baton_step', 'id')::regclass)"
+
+
 def _step_options(task_name: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
     cls = registry[task_name]
     options = {
@@ -142,10 +147,7 @@ def write_steps(
             cursor, workflow, nodes, upstream_of, options, pending, existing_ids, grafted_by
         )
     # Ids first, so that root jobs and edges can name steps before they exist.
-    cursor.execute(
-        "SELECT nextval(pg_get_serial_sequence('baton_step', 'id')) FROM generate_series(1, %s)",
-        [len(nodes)],
-    )
+    cursor.execute(f"SELECT nextval({_STEP_ID_SEQUENCE}) FROM generate_series(1, %s)", [len(nodes)])
     step_ids = {node.name: row[0] for node, row in zip(nodes, cursor.fetchall(), strict=True)}
     roots = [node for node in nodes if not pending[node.name]]
     job_ids = defer_jobs(
@@ -182,8 +184,8 @@ def _write_steps_and_jobs(
 ) -> dict[str, int]:
     # Step ids, and job ids for the ready steps, in one statement, in the nodes' order.
     cursor.execute(
-        "SELECT nextval(pg_get_serial_sequence('baton_step', 'id')), "
-        f"CASE WHEN ready THEN nextval({upstream.JOB_ID_SEQUENCE}) END "
+        f"SELECT nextval({_STEP_ID_SEQUENCE}), "
+        f"CASE WHEN ready THEN nextval((SELECT {upstream.JOB_ID_SEQUENCE}::regclass)) END "
         "FROM unnest(%s::boolean[]) WITH ORDINALITY AS t(ready, n) ORDER BY n",
         [[not pending[node.name] for node in nodes]],
     )
