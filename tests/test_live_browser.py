@@ -37,8 +37,14 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu"]
-SCREENSHOT = Path(tempfile.gettempdir()) / "baton-live.png"
-LIST_SCREENSHOT = Path(tempfile.gettempdir()) / "baton-live-list.png"
+# Screenshots of the key states, kept by CI as artifacts (.ci/run lists them at its end):
+# $BATON_ARTIFACTS_DIR/screenshots/, by default .run/artifacts/screenshots/ (git-ignored).
+ARTIFACTS = Path(
+    os.environ.get("BATON_ARTIFACTS_DIR") or Path(__file__).resolve().parents[1] / ".run/artifacts"
+)
+SCREENSHOTS = ARTIFACTS / "screenshots"
+SCREENSHOT = SCREENSHOTS / "baton-live.png"
+LIST_SCREENSHOT = SCREENSHOTS / "baton-live-list.png"
 STEP_SECONDS = 0.5
 TIMEOUT_MS = 30_000
 PASSWORD = "correct horse battery staple"
@@ -80,6 +86,7 @@ def _browser_available() -> None:
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
 
 def _free_port() -> int:

@@ -221,3 +221,42 @@ def test_big_graphs_fold_siblings_by_column_and_name_and_folds_expand() -> None:
 
     # Small graphs are drawn as they are.
     assert views.draw(steps[:100], [e for e in edges if e[1] < 100]).groups == []
+
+
+def test_grafted_steps_fold_apart_and_are_framed_by_their_grafting_step() -> None:
+    from types import SimpleNamespace
+
+    def step(number: int, name: str, grafted_by: int | None = None) -> SimpleNamespace:
+        return SimpleNamespace(
+            id=number,
+            name=name,
+            state="waiting",
+            group=None,
+            version=1,
+            attempt=0,
+            max_attempts=1,
+            cost_usd=None,
+            unpriced_calls=0,
+            grafted_by_id=grafted_by,
+        )
+
+    # root -> 100 part_i (inserted) and root -> 100 part_j grafted by root -> join.
+    steps = [step(1, "root")]
+    steps += [step(10 + i, f"part_{i}") for i in range(100)]
+    steps += [step(200 + i, f"part_g{i}", grafted_by=1) for i in range(100)]
+    steps.append(step(999, "join"))
+    edges = [(1, s.id) for s in steps[1:-1]] + [(s.id, 999) for s in steps[1:-1]]
+
+    drawing = views.draw(steps, edges)
+    assert {group.name: group.size for group in drawing.groups} == {
+        "part… (column 2)": 100,
+        "part… (column 2, grafted by #1)": 100,
+    }
+    (frame,) = drawing.grafts
+    assert (frame.by, frame.label) == (1, "grafted by root")
+    grafted = next(g for g in drawing.groups if "grafted" in g.name)
+    other = next(g for g in drawing.groups if "grafted" not in g.name)
+    assert frame.x < grafted.x and grafted.x + views.NODE_WIDTH < frame.x + frame.width
+    assert frame.y < grafted.y and grafted.y + views.NODE_HEIGHT < frame.y + frame.height
+    assert not (frame.y < other.y < frame.y + frame.height)
+    assert frame.y + frame.height <= drawing.height

@@ -82,6 +82,7 @@ DRAWN_STEP_FIELDS = (
     "cost_usd",
     "unpriced_calls",
     "group",
+    "grafted_by",
 )
 
 # The legend, in the order a step usually moves through them.
@@ -174,6 +175,7 @@ def step_snapshot(workflow_id: Any) -> list[dict[str, Any]]:
         "cost_usd",
         "unpriced_calls",
         "group",
+        "grafted_by",
     )
     payloads = []
     for step in steps:
@@ -300,10 +302,27 @@ class DrawnGroup:
 
 
 @dataclass(frozen=True)
+class DrawnGraft:
+    """A frame around the steps one step grafted (job.graft()), labelled with its name."""
+
+    label: str
+    by: int
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+GRAFT_PAD = 6  # around the grafted nodes
+GRAFT_LABEL = 14  # above them, for "grafted by X"
+
+
+@dataclass(frozen=True)
 class Drawing:
     nodes: list[DrawnNode]
     groups: list[DrawnGroup]
     folds: dict[str, list[int]]  # folded groups (not add_many's): their steps' ids
+    grafts: list[DrawnGraft]
     edge_path: str
     edge_count: int
     edges_drawn: bool
@@ -353,18 +372,58 @@ def _folds(
     singles = [step for step in steps if key_of[step.id] == step.id and step.id not in exempt]
     by_kind: dict[tuple[int, str], list[Step]] = {}
     for step in singles:
-        by_kind.setdefault((depth[step.id], _kind(step.name)), []).append(step)
+        # Grafted steps fold apart from the rest: they are framed by their grafting step.
+        grafter = _grafted_by(step)
+        by_kind.setdefault((depth[step.id], _kind(step.name), grafter), []).append(step)
     folds: dict[str, list[Step]] = {}
-    rest: dict[int, list[Step]] = {}
-    for (column, kind), members in by_kind.items():
+    rest: dict[tuple[int, int | None], list[Step]] = {}
+    for (column, kind, grafter), members in by_kind.items():
         if len(members) > GROUP_THRESHOLD:
-            folds[f"{kind}… (column {column + 1})"] = members
+            folds[f"{kind}… (column {column + 1}{_graft_suffix(grafter)})"] = members
         else:
-            rest.setdefault(column, []).extend(members)
-    for column, members in rest.items():
+            rest.setdefault((column, grafter), []).extend(members)
+    for (column, grafter), members in rest.items():
         if len(members) > FOLD_COLUMN:
-            folds[f"other steps (column {column + 1})"] = members
+            folds[f"other steps (column {column + 1}{_graft_suffix(grafter)})"] = members
     return {name: members for name, members in folds.items() if name not in expand}
+
+
+def _grafted_by(step: Any) -> int | None:
+    """The grafting step's id, from the loaded row only (no query for a deferred one)."""
+    grafter: int | None = vars(step).get("grafted_by_id")
+    return grafter
+
+
+def _graft_suffix(grafter: int | None) -> str:
+    return "" if grafter is None else f", grafted by #{grafter}"
+
+
+def _graft_frames(
+    steps: list[Step],
+    key_of: dict[int, Any],
+    place: dict[Any, tuple[int, int]],
+) -> list[DrawnGraft]:
+    """One frame per grafting step around what it grafted: its grafted steps' nodes, and
+    group nodes whose every step it grafted."""
+    names = {step.id: step.name for step in steps}
+    members: dict[Any, set[int | None]] = {}
+    for step in steps:
+        members.setdefault(key_of[step.id], set()).add(_grafted_by(step))
+    boxes: dict[int, list[tuple[int, int]]] = {}
+    for key, grafters in members.items():
+        grafter = next(iter(grafters)) if len(grafters) == 1 else None
+        if grafter is not None and key in place:
+            boxes.setdefault(grafter, []).append(place[key])
+    frames = []
+    for grafter, corners in boxes.items():
+        # The label goes under the nodes: above them, the first row has no margin for it.
+        left = min(x for x, _ in corners) - GRAFT_PAD
+        top = min(y for _, y in corners) - GRAFT_PAD
+        right = max(x for x, _ in corners) + NODE_WIDTH + GRAFT_PAD
+        bottom = max(y for _, y in corners) + NODE_HEIGHT + GRAFT_PAD + GRAFT_LABEL
+        label = "grafted by " + _short(names.get(grafter, f"#{grafter}"))
+        frames.append(DrawnGraft(label, grafter, left, top, right - left, bottom - top))
+    return frames
 
 
 def _expand_query(expanded: set[str]) -> str:
@@ -507,16 +566,22 @@ def draw(
                 y1 = MARGIN + round(top[Via(up, down_column - 1)])
             segments.append(curve(x1, y1, x_of(down_column), middle(down)))
     columns = max(graph.columns, 1)
+    place = {node.id: (node.x, node.y) for node in nodes}
+    place.update({_group_key(group.name): (group.x, group.y) for group in groups})
+    grafts = _graft_frames(steps, key_of, place)
+    height = 2 * MARGIN + max(round(tallest) - (ROW_PITCH - NODE_HEIGHT), NODE_HEIGHT)
+    height = max([height, *(frame.y + frame.height + 2 for frame in grafts)])
     return Drawing(
         nodes=nodes,
         groups=groups,
+        grafts=grafts,
         folds={name: [member.id for member in members] for name, members in folds.items()},
         edge_path="".join(segments),
         edge_count=len(edges),
         edges_drawn=edges_drawn,
         dense=len(drawn_edges) > DENSE_EDGES,
         width=2 * MARGIN + (columns - 1) * COLUMN_PITCH + NODE_WIDTH,
-        height=2 * MARGIN + max(round(tallest) - (ROW_PITCH - NODE_HEIGHT), NODE_HEIGHT),
+        height=height,
         expanded=sorted(expand & big),
     )
 

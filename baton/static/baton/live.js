@@ -704,12 +704,30 @@
       return step.name + " · cost " + formatCost(step.cost_usd, unpriced);
     }
 
+    /* Steps added since the page was drawn (job.graft(), baton.append): said, with a
+     * link that draws them; the graph itself is laid out by the server. */
+    var added = new Set();
+    var addedNote = document.querySelector('[data-role="added"]');
+    function noteAdded(step) {
+      if (!addedNote || added.has(step.id) || typeof step.id !== "number") {
+        return;
+      }
+      added.add(step.id);
+      var grafted = step.grafted_by !== null && step.grafted_by !== undefined;
+      addedNote.querySelector('[data-role="added-text"]').textContent =
+        added.size + (added.size === 1 ? " step was" : " steps were") +
+        " added since this page was drawn" + (grafted ? " (grafted)." : ".");
+      addedNote.querySelector('[data-role="redraw"]').setAttribute("href", location.href);
+      addedNote.hidden = false;
+    }
+
     /* Keep each step's highest version: events from several workers may cross. */
     function applyStep(step) {
       var entry = steps.get(step.id);
       if (!entry) {
         var groupName = foldOf.get(step.id) || step.group;
         if (!groupName || !groups.has(groupName)) {
+          noteAdded(step);
           return false;
         }
         entry = { state: null, version: -1, node: null, group: groupName };
