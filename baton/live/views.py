@@ -370,7 +370,7 @@ def _folds(
         return {}
     depth = depths(keys, edges)
     singles = [step for step in steps if key_of[step.id] == step.id and step.id not in exempt]
-    by_kind: dict[tuple[int, str], list[Step]] = {}
+    by_kind: dict[tuple[int, str, int | None], list[Step]] = {}
     for step in singles:
         # Grafted steps fold apart from the rest: they are framed by their grafting step.
         grafter = _grafted_by(step)
@@ -566,7 +566,7 @@ def draw(
                 y1 = MARGIN + round(top[Via(up, down_column - 1)])
             segments.append(curve(x1, y1, x_of(down_column), middle(down)))
     columns = max(graph.columns, 1)
-    place = {node.id: (node.x, node.y) for node in nodes}
+    place: dict[Any, tuple[int, int]] = {node.id: (node.x, node.y) for node in nodes}
     place.update({_group_key(group.name): (group.x, group.y) for group in groups})
     grafts = _graft_frames(steps, key_of, place)
     height = 2 * MARGIN + max(round(tallest) - (ROW_PITCH - NODE_HEIGHT), NODE_HEIGHT)
