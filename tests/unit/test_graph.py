@@ -223,7 +223,7 @@ def test_unknown_dep_of_a_group() -> None:
 def test_non_string_dep() -> None:
     wf = WorkflowGraph("w").add("a", spec()).add("b", spec(), deps=[3])  # type: ignore[list-item]
     errors = errors_of(wf)
-    assert errors == ["step 'b': dependency 3 is not a name"]
+    assert errors == ["step 'b': deps must be names (strings), got 3"]
 
 
 def test_self_dependency() -> None:
