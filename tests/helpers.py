@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import socket
 import sys
 import time
 from collections import Counter
@@ -31,6 +32,29 @@ SHARED_DIR = Path(
     os.environ.get("BATON_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared"
 )
 SHARED_DAGS = SHARED_DIR / "dags"
+
+
+# Where test servers listen: any free port, or one of BATON_TEST_PORTS ("57200-57299"),
+# for a machine whose users are each given a range.
+PORT_RANGE = os.environ.get("BATON_TEST_PORTS", "")
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now (in BATON_TEST_PORTS if set)."""
+    if PORT_RANGE:
+        first, _, last = PORT_RANGE.partition("-")
+        for port in range(int(first), int(last or first) + 1):
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+        raise RuntimeError(f"no free port in BATON_TEST_PORTS={PORT_RANGE}")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        chosen: int = probe.getsockname()[1]
+        return chosen
 
 
 def shared_dag_files() -> list[Path]:

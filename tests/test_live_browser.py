@@ -31,6 +31,7 @@ from baton.broadcast import decimal_text
 from baton.display import format_usd
 from baton.models import Step, Workflow
 from baton.testing import wait_for_workflow
+from tests.helpers import free_port
 from tests.testapp.tasks import Echo, FakeModelCall
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
@@ -89,17 +90,10 @@ def _browser_available() -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def live_server_url(transactional_db: None) -> Iterator[str]:
     """uvicorn serving tests.asgi against the test database, in a subprocess."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",

@@ -27,7 +27,7 @@ from django.db import connection
 
 from baton import broadcast
 from tests import test_live
-from tests.helpers import chain, completed, run_step
+from tests.helpers import chain, completed, free_port, run_step
 from tests.test_live import communicator, in_loop, make_user, receive_until
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "howto" / "live.md"
@@ -73,7 +73,7 @@ def fresh_sender(monkeypatch) -> Iterator[broadcast._Sender]:
 def hung_redis() -> Iterator[str]:
     """A TCP server that accepts connections and never says a word: a hung Redis."""
     server = socket.socket()
-    server.bind(("127.0.0.1", 0))
+    server.bind(("127.0.0.1", free_port()))
     server.listen(64)
     accepted: list[socket.socket] = []
     stop = False
@@ -101,11 +101,7 @@ def hung_redis() -> Iterator[str]:
 
 
 def _closed_port() -> str:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()  # nothing listens there now
-    return f"redis://127.0.0.1:{port}/0"
+    return f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
 
 
 def _layer(settings, url: str) -> None:
@@ -171,13 +167,6 @@ def documented_asgi() -> str:
     return match.group(1)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.mark.django_db(transaction=True)
 def test_the_documented_asgi_file_serves_the_page_and_its_static_files(
     tmp_path: Path,
@@ -186,7 +175,7 @@ def test_the_documented_asgi_file_serves_the_page_and_its_static_files(
 
     (tmp_path / "documented_asgi.py").write_text(documented_asgi())
     User.objects.create_user("docs", password="x", is_staff=True)
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",  # the file's setdefault keeps it
