@@ -83,7 +83,7 @@ class TestBigGraphs:
         assert set(parse_nodes(html).nodes) == {"root", "join"}
         group = groups_in(html)["fan"]
         assert (group["data-size"], group["data-state"]) == ("2000", "available")
-        assert group["href"] == "?expand=fan"
+        assert group["href"] == "?expand=fan#focus=fan"
         assert "3 completed · 1,997 waiting" in html
         assert "fan \u00d72000" in html
         # root -> fan -> join: two curves, whatever the width.
@@ -217,6 +217,15 @@ def test_big_graphs_fold_siblings_by_column_and_name_and_folds_expand() -> None:
         "other steps (column 2)",
     }
     assert len(opened.nodes) == 202 and opened.expanded == ["map… (column 3)"]
+    # The page opened from the fold's link starts on its steps: their box, and only theirs.
+    maps = [node for node in opened.nodes if node.name.startswith("map_")]
+    x, y, width, height = opened.expanded_boxes["map… (column 3)"]
+    assert (x, y) == (min(n.x for n in maps), min(n.y for n in maps))
+    assert (x + width, y + height) == (
+        max(n.x for n in maps) + views.NODE_WIDTH,
+        max(n.y for n in maps) + views.NODE_HEIGHT,
+    )
+    assert list(opened.expanded_boxes) == ["map… (column 3)"]
     assert len(views.draw(steps, edges, {"*"}).nodes) == len(steps)
 
     # Small graphs are drawn as they are.

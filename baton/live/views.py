@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -67,7 +67,9 @@ GROUP_BAR_WIDTH = NODE_WIDTH - 20
 FOLD_ABOVE = 150
 FOLD_COLUMN = 2 * GROUP_THRESHOLD
 _KIND = re.compile(r"[^_\-.\[\]:/ @#]+")
-NAME_CHARS = 22  # characters of a step name drawn in its node; the full name is its title
+# Characters of a step name drawn in its node (the full name is its title): what fits a
+# node's width in a wide bold font (DejaVu Sans, Debian's default), the worst case.
+NAME_CHARS = 20
 SOCKET_PREFIX = "/ws/baton/workflows/"
 EMPTY = "—"
 
@@ -197,8 +199,8 @@ def workflow_snapshot(workflow_id: Any) -> dict[str, Any] | None:
     }
 
 
-def _short(name: str) -> str:
-    return name if len(name) <= NAME_CHARS else name[: NAME_CHARS - 1] + "…"
+def _short(name: str, chars: int = NAME_CHARS) -> str:
+    return name if len(name) <= chars else name[: chars - 1] + "…"
 
 
 def node_title(step: Step) -> str:
@@ -330,6 +332,9 @@ class Drawing:
     width: int
     height: int
     expanded: list[str]  # groups big enough to collapse that the user expanded
+    # Where the steps of each expanded group are drawn, (x, y, width, height): the page
+    # opened from a group's link starts there (#focus=<group>), not at the first column.
+    expanded_boxes: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
 
 
 def _group_key(name: str) -> str:
@@ -451,10 +456,12 @@ def draw(
 
     drawn_edges = quotient()
     folds: dict[str, list[Step]] = {}
+    all_folds: dict[str, list[Step]] = {}
     try:
         exempt = {step.id for step in steps if step.group and step.group in expand & big}
         folds = _folds(steps, key_of, drawn_edges, expand, exempt)
-        big |= set(folds) | set(_folds(steps, key_of, drawn_edges, set(), exempt))
+        all_folds = _folds(steps, key_of, drawn_edges, set(), exempt)
+        big |= set(folds) | set(all_folds)
     except ValueError:  # a cycle through collapsed groups: the fallback below draws it
         pass
     if folds:
@@ -523,14 +530,20 @@ def draw(
             DrawnGroup(
                 name=name,
                 # A fold's column is where it is drawn: its label keeps the name's word.
-                label=_short(name.rsplit(" (column ", 1)[0] if name in folds else name),
+                # Room left for the group's size drawn after it.
+                label=_short(
+                    name.rsplit(" (column ", 1)[0] if name in folds else name,
+                    NAME_CHARS - 2 - len(f"{len(members):,}"),
+                ),
                 size=len(members),
                 state=group_state(counts),
                 counts=counts,
                 bar=progress_bar(counts),
                 x=x_of(graph.positions[key][0]),
                 y=y_of(key),
-                expand_url=_expand_query((expand & big) | {name}),
+                expand_url=_expand_query((expand & big) | {name})
+                + "#"
+                + urlencode({"focus": name}, quote_via=quote),
             )
         )
 
@@ -569,6 +582,15 @@ def draw(
     place: dict[Any, tuple[int, int]] = {node.id: (node.x, node.y) for node in nodes}
     place.update({_group_key(group.name): (group.x, group.y) for group in groups})
     grafts = _graft_frames(steps, key_of, place)
+    expanded_boxes: dict[str, tuple[int, int, int, int]] = {}
+    for name in sorted(expand & big):
+        members = all_folds.get(name) or [step for step in steps if step.group == name]
+        corners = [place[step.id] for step in members if step.id in place]
+        if corners:
+            left, upper = min(x for x, _ in corners), min(y for _, y in corners)
+            right = max(x for x, _ in corners) + NODE_WIDTH
+            bottom = max(y for _, y in corners) + NODE_HEIGHT
+            expanded_boxes[name] = (left, upper, right - left, bottom - upper)
     height = 2 * MARGIN + max(round(tallest) - (ROW_PITCH - NODE_HEIGHT), NODE_HEIGHT)
     height = max([height, *(frame.y + frame.height + 2 for frame in grafts)])
     return Drawing(
@@ -583,6 +605,7 @@ def draw(
         width=2 * MARGIN + (columns - 1) * COLUMN_PITCH + NODE_WIDTH,
         height=height,
         expanded=sorted(expand & big),
+        expanded_boxes=expanded_boxes,
     )
 
 
@@ -711,6 +734,7 @@ def workflow_detail(request: HttpRequest, workflow_id: Any) -> HttpResponse:
         "groups": {group.name: group.size for group in drawing.groups},
         # The steps of each folded group (add_many groups' steps say their group).
         "folds": drawing.folds,
+        "expandedBoxes": drawing.expanded_boxes,
         "actionUrl": reverse("baton:workflow-action", args=[workflow.pk]),
         "canChange": can_change(request.user),
     }

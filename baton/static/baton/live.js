@@ -288,9 +288,187 @@
     };
   }
 
+  /* ------------------------------------------------------------------------ overview */
+  /* A small map of the whole graph in the frame's corner, shown while part of the
+   * drawing is off screen: every node a rectangle in its state's colour, the frame's
+   * view a rectangle you click or drag to move it. One canvas, whatever the graph's
+   * size, redrawn at most once a frame when states change. A very flat or very tall
+   * drawing is stretched across its short side, so the map stays big enough to aim at. */
+  function minimap(wrap, svg, width, height) {
+    var box = wrap.querySelector('[data-role="minimap"]');
+    var nothing = { show: function () {}, redraw: function () {}, onPick: function () {} };
+    if (!box || !box.querySelector("canvas")) {
+      return nothing;
+    }
+    var canvas = box.querySelector("canvas");
+    var lens = box.querySelector('[data-role="minimap-view"]');
+    var context = canvas.getContext && canvas.getContext("2d");
+    if (!context) {
+      return nothing;
+    }
+    var MIN_SIDE = 28;
+    var size = { w: 0, h: 0, sx: 1, sy: 1, frameW: -1, frameH: -1 };
+    var items = null; /* [{element, x, y, w, h}], read from the drawing once */
+    var colours = {};
+    var edges = null;
+    var pick = null;
+    var scheduled = false;
+    var TRANSLATE = /translate\(\s*(-?[\d.]+)[ ,]+(-?[\d.]+)\s*\)/;
+
+    function collect() {
+      items = [];
+      var nodeW = Number(svg.getAttribute("data-node-width")) || 184;
+      var nodeH = Number(svg.getAttribute("data-node-height")) || 42;
+      Array.prototype.forEach.call(svg.querySelectorAll(".node, .group"), function (element) {
+        var at = TRANSLATE.exec(element.getAttribute("transform") || "");
+        if (at) {
+          items.push({ element: element, x: Number(at[1]), y: Number(at[2]), w: nodeW, h: nodeH });
+        }
+      });
+      var path = svg.querySelector("path.edges");
+      if (path && window.Path2D) {
+        try {
+          edges = new Path2D(path.getAttribute("d"));
+        } catch (error) {
+          edges = null;
+        }
+      }
+      /* The states' colours, as the legend shows them (live.css is their one source). */
+      Array.prototype.forEach.call(document.querySelectorAll(".legend .badge[data-state]"), function (badge) {
+        colours[badge.getAttribute("data-state")] = getComputedStyle(badge).backgroundColor;
+      });
+    }
+
+    function measure(frameBox) {
+      if (frameBox.width === size.frameW && frameBox.height === size.frameH) {
+        return;
+      }
+      size.frameW = frameBox.width;
+      size.frameH = frameBox.height;
+      var maxW = Math.max(MIN_SIDE, Math.min(240, frameBox.width * 0.45));
+      var maxH = Math.max(MIN_SIDE, Math.min(150, frameBox.height * 0.3));
+      var scale = Math.min(maxW / width, maxH / height);
+      size.w = Math.round(Math.min(maxW, Math.max(MIN_SIDE, width * scale)));
+      size.h = Math.round(Math.min(maxH, Math.max(MIN_SIDE, height * scale)));
+      size.sx = size.w / width;
+      size.sy = size.h / height;
+      var ratio = window.devicePixelRatio || 1;
+      canvas.width = Math.round(size.w * ratio);
+      canvas.height = Math.round(size.h * ratio);
+      canvas.style.width = size.w + "px";
+      canvas.style.height = size.h + "px";
+      draw();
+    }
+
+    function draw() {
+      scheduled = false;
+      if (box.hidden || !size.w) {
+        return;
+      }
+      if (!items) {
+        collect();
+      }
+      var ratio = canvas.width / size.w;
+      context.setTransform(1, 0, 0, 1, 0, 0);
+      context.clearRect(0, 0, canvas.width, canvas.height);
+      context.setTransform(ratio * size.sx, 0, 0, ratio * size.sy, 0, 0);
+      if (edges) {
+        context.strokeStyle = "rgba(120, 132, 145, .35)";
+        context.lineWidth = 1 / Math.max(size.sx, size.sy);
+        context.stroke(edges);
+      }
+      /* At least one device pixel each way, so no node vanishes from the map. */
+      var minW = 1 / (ratio * size.sx);
+      var minH = 1 / (ratio * size.sy);
+      items.forEach(function (item) {
+        context.fillStyle = colours[item.element.getAttribute("data-state")] || "#b0bec5";
+        context.fillRect(item.x, item.y, Math.max(item.w, minW), Math.max(item.h, minH));
+      });
+      window.batonLive.stats.minimapDraws = (window.batonLive.stats.minimapDraws || 0) + 1;
+    }
+
+    function redraw() {
+      if (!scheduled && !box.hidden) {
+        scheduled = true;
+        window.requestAnimationFrame(draw);
+      }
+    }
+
+    /* Shown while the drawing is not all on screen; the lens is the frame's view. */
+    function show(view, frameBox) {
+      var left = -view.x / view.k;
+      var top = -view.y / view.k;
+      var seenW = frameBox.width / view.k;
+      var seenH = frameBox.height / view.k;
+      var whole = left <= 0.5 && top <= 0.5 && left + seenW >= width - 0.5 && top + seenH >= height - 0.5;
+      if (wrap.getAttribute("data-minimap") !== (whole ? "hidden" : "shown")) {
+        box.hidden = whole;
+        wrap.setAttribute("data-minimap", whole ? "hidden" : "shown");
+        if (!whole) {
+          size.frameW = -1; /* measure and draw now that it is on screen */
+        }
+      }
+      if (whole) {
+        return;
+      }
+      measure(frameBox);
+      /* The lens, kept inside the map (a view past the drawing's edge pins to it). */
+      var x1 = Math.max(0, Math.min(size.w, left * size.sx));
+      var y1 = Math.max(0, Math.min(size.h, top * size.sy));
+      var x2 = Math.max(0, Math.min(size.w, (left + seenW) * size.sx));
+      var y2 = Math.max(0, Math.min(size.h, (top + seenH) * size.sy));
+      lens.style.left = x1.toFixed(1) + "px";
+      lens.style.top = y1.toFixed(1) + "px";
+      lens.style.width = Math.max(4, x2 - x1).toFixed(1) + "px";
+      lens.style.height = Math.max(4, y2 - y1).toFixed(1) + "px";
+    }
+
+    function pointAt(event) {
+      var rect = canvas.getBoundingClientRect();
+      var mx = Math.max(0, Math.min(size.w, event.clientX - rect.left));
+      var my = Math.max(0, Math.min(size.h, event.clientY - rect.top));
+      return [mx / size.sx, my / size.sy];
+    }
+
+    var dragging = null;
+    box.addEventListener("pointerdown", function (event) {
+      if (event.button !== 0 || !pick) {
+        return;
+      }
+      event.preventDefault();
+      event.stopPropagation();
+      dragging = event.pointerId;
+      box.setPointerCapture(event.pointerId);
+      pick.apply(null, pointAt(event));
+    });
+    box.addEventListener("pointermove", function (event) {
+      if (dragging === event.pointerId) {
+        pick.apply(null, pointAt(event));
+      }
+    });
+    function release(event) {
+      if (dragging === event.pointerId) {
+        dragging = null;
+      }
+    }
+    box.addEventListener("pointerup", release);
+    box.addEventListener("pointercancel", release);
+
+    return {
+      show: show,
+      redraw: redraw,
+      onPick: function (callback) { pick = callback; },
+    };
+  }
+
   /* ------------------------------------------------------------ zoom and pan (graph) */
-  /* The graph opens fitted to its frame; the wheel zooms around the pointer, a drag
-   * pans, the toolbar and the keyboard (+ − 0 1 and the arrows) do both. */
+  /* The graph opens fitted to its frame, but never smaller than READABLE_ZOOM, where
+   * node labels still read (a deep or wide graph opens with its roots on the left and
+   * an overview in the corner to go elsewhere). The wheel zooms around the pointer (down
+   * to the whole graph), a drag pans, the toolbar and the keyboard (+ − 0 1 and the
+   * arrows) do both; "Fit" and 0 go back to the opening view. */
+  var READABLE_ZOOM = 0.6;
+
   function graphView(wrap, svg, viewport) {
     var width = Number(svg.getAttribute("data-width")) || 1;
     var height = Number(svg.getAttribute("data-height")) || 1;
@@ -298,19 +476,21 @@
     var MAX_ZOOM = 4;
     var fitted = true; /* until the user moves the view, a resize refits */
     var zoomText = wrap.querySelector('[data-role="zoom"]');
+    var overview = minimap(wrap, svg, width, height);
 
     function frame() {
       return svg.getBoundingClientRect();
     }
 
-    function fitZoom() {
+    /* The zoom at which the whole drawing fits (1 at most). */
+    function wholeZoom() {
       var box = frame();
       var pad = 16;
       return Math.min((box.width - pad) / width, (box.height - pad) / height, 1);
     }
 
     function minZoom() {
-      return Math.min(0.05, fitZoom());
+      return Math.min(0.05, wholeZoom());
     }
 
     function apply() {
@@ -321,12 +501,14 @@
       if (zoomText) {
         zoomText.textContent = Math.round(view.k * 100) + "%";
       }
+      overview.show(view, frame());
     }
 
     function fit() {
       var box = frame();
-      view.k = Math.max(fitZoom(), 0.0001);
-      view.x = (box.width - width * view.k) / 2;
+      view.k = Math.max(wholeZoom(), READABLE_ZOOM);
+      /* Too wide at that zoom: the first columns (the roots) on screen, not the middle. */
+      view.x = width * view.k <= box.width ? (box.width - width * view.k) / 2 : 0;
       view.y = (box.height - height * view.k) / 2;
       fitted = true;
       apply();
@@ -351,6 +533,26 @@
       view.y += dy;
       fitted = false;
       apply();
+    }
+
+    /* Puts the drawing's point (gx, gy) at the centre of the frame. */
+    function centreOn(gx, gy) {
+      var box = frame();
+      view.x = box.width / 2 - gx * view.k;
+      view.y = box.height / 2 - gy * view.k;
+      fitted = false;
+      apply();
+    }
+    overview.onPick(centreOn);
+
+    /* The page a group's link opened: start on that group's steps (x, y, w, h), when
+     * the drawing does not all fit anyway. */
+    function focusOn(box) {
+      var frameBox = frame();
+      if (width * view.k <= frameBox.width && height * view.k <= frameBox.height) {
+        return;
+      }
+      centreOn(box[0] + box[2] / 2, box[1] + box[3] / 2);
     }
 
     function actual() {
@@ -450,7 +652,11 @@
     window.addEventListener("resize", resized);
 
     fit();
-    return { fit: fit, zoomAt: zoomAt, panBy: panBy, view: view, resized: resized };
+    return {
+      fit: fit, zoomAt: zoomAt, panBy: panBy, centreOn: centreOn, focusOn: focusOn, view: view,
+      resized: resized,
+      statesChanged: overview.redraw,
+    };
   }
 
   /* -------------------------------------------------------------- actions (page) */
@@ -571,7 +777,31 @@
 
     localiseTimes(document);
     actionsPanel(detail);
+    /* On a wide screen the graph's frame ends above the window's bottom edge, whatever
+     * notes came before it (live.css's height assumes none); phones scroll to it. */
+    function frameToWindow() {
+      wrap.style.height = "";
+      if (window.innerWidth <= 700) {
+        return;
+      }
+      var room = window.innerHeight - (wrap.getBoundingClientRect().top + window.scrollY) - 16;
+      if (room >= 320 && room < wrap.offsetHeight) {
+        wrap.style.height = room + "px";
+      }
+    }
+    frameToWindow();
+    window.addEventListener("resize", frameToWindow);
     window.batonLive.view = graphView(wrap, svg, document.getElementById("baton-viewport"));
+    var focus = /^#focus=(.+)$/.exec(location.hash);
+    if (focus) {
+      var focusBox = null;
+      try {
+        focusBox = (config.expandedBoxes || {})[decodeURIComponent(focus[1])];
+      } catch (error) { /* a malformed fragment: the opening view */ }
+      if (focusBox) {
+        window.batonLive.view.focusOn(focusBox);
+      }
+    }
 
     Array.prototype.forEach.call(svg.querySelectorAll(".node"), function (element) {
       var node = {
@@ -801,6 +1031,7 @@
       });
       if (changed) {
         renderProgress();
+        window.batonLive.view.statesChanged();
       }
       window.batonLive.stats.frames += 1;
     }
@@ -915,6 +1146,7 @@
           });
           groups.forEach(function (group, name) { renderGroup(name, group); });
           applyWorkflow(data.workflow);
+          window.batonLive.view.statesChanged();
           renderProgress();
           document.body.setAttribute("data-snapshot", "received");
         } else if (data.type === "step") {
