@@ -231,6 +231,25 @@ def test_big_workflow_page_is_capped_and_takes_a_bounded_number_of_queries(
     assert steps.context["cl"].result_count == size
 
 
+def test_the_workflow_list_filters_by_its_most_common_names(
+    admin_client: Client, monkeypatch
+) -> None:
+    from baton.admin import WorkflowNameFilter
+
+    monkeypatch.setattr(WorkflowNameFilter, "LIMIT", 2)
+    for name in ("nightly", "nightly", "nightly", "hourly", "hourly", "once"):
+        chain(name)
+
+    listing = admin_client.get(reverse(CHANGELIST))
+    filtered = admin_client.get(reverse(CHANGELIST), {"name": "once"})
+
+    html = listing.content.decode()
+    assert "nightly (3)" in html and "hourly (2)" in html
+    assert "?name=once" not in html  # past the limit: a search away
+    assert [w.name for w in filtered.context["cl"].result_list] == ["once"]
+    assert "?name=once" in filtered.content.decode()  # the chosen name shows as chosen
+
+
 def test_step_changelist_filters_by_state_and_links_to_the_workflow(
     admin_client: Client,
 ) -> None:
