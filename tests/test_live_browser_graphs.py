@@ -358,6 +358,17 @@ def test_the_largest_shared_dag_opens_readable(live_server_url) -> None:
             browser.close()
 
 
+# The colour at the middle of the overview map (the fan's steps, in a 3-column graph).
+MAP_MIDDLE = """() => {
+  const canvas = document.querySelector('[data-role="minimap"] canvas');
+  const [r, g, b] = canvas.getContext("2d")
+    .getImageData(Math.floor(canvas.width / 2), Math.floor(canvas.height / 2), 1, 1).data;
+  return [r, g, b];
+}"""
+# live.css's executing fill (the canvas may round each channel by a unit or two)
+EXECUTING_RGB = [0x1F, 0x6F, 0xB2]
+
+
 def test_a_burst_of_transitions_is_drawn_in_few_frames(live_server_url) -> None:
     """300 step events in one go: applied in animation frames, not one layout each."""
     from playwright.sync_api import expect, sync_playwright
@@ -376,6 +387,11 @@ def test_a_burst_of_transitions_is_drawn_in_few_frames(live_server_url) -> None:
                 ".map((e) => [Number(e.dataset.stepId), e.dataset.step])"
             )
             assert len(ids) == 300
+            # Part of it is off screen: the overview map shows the fan's middle waiting.
+            expect(page.locator("#baton-graph-wrap")).to_have_attribute("data-minimap", "shown")
+            page.wait_for_function("() => window.batonLive.stats.minimapDraws > 0")
+            waiting_rgb = page.evaluate(MAP_MIDDLE)
+            draws = page.evaluate("window.batonLive.stats.minimapDraws")
             # Feed the page's own message handler as the socket would.
             page.evaluate(
                 """(ids) => {
@@ -396,5 +412,15 @@ def test_a_burst_of_transitions_is_drawn_in_few_frames(live_server_url) -> None:
             print(f"\n[live page] 300 step events drawn in {frames} animation frame(s)")
             assert frames <= 3
             expect(page.locator('[data-role="counts"]')).to_have_text("300 running · 2 waiting")
+            # The map follows, repainted once for the burst, not once per event.
+            page.wait_for_function(
+                f"(rgb) => ({MAP_MIDDLE})().every((c, i) => Math.abs(c - rgb[i]) <= 6)",
+                arg=EXECUTING_RGB,
+            )
+            repaints = page.evaluate("window.batonLive.stats.minimapDraws") - draws
+            assert 1 <= repaints <= 3, repaints
+            assert max(abs(a - b) for a, b in zip(waiting_rgb, EXECUTING_RGB, strict=True)) > 50, (
+                waiting_rgb
+            )
         finally:
             browser.close()
