@@ -36,7 +36,7 @@ help:
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,redis,docs]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,redis,docs,bench]'
 	@touch $@
 
 venv: $(STAMP)

@@ -1,6 +1,6 @@
 """Django system checks for baton's configuration.
 
-Every check has a stable id (``baton.E001`` ... ``baton.E013``, ``baton.W001`` ...
+Every check has a stable id (``baton.E001`` ... ``baton.E015``, ``baton.W001`` ...
 ``baton.W003``), a message that names the setting and what is allowed, and a hint; all
 are documented in ``docs/reference/settings.md``. Importing this module registers the checks, which
 ``BatonConfig.ready()`` does. Django settings are read through ``baton.conf`` only.
@@ -28,7 +28,7 @@ BATON_APP = "baton"
 def check_settings(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
-    """E001 to E010, E012, E013: the values of ``settings.BATON``."""
+    """E001 to E010, E012 to E015: the values of ``settings.BATON``."""
     messages: list[checks.CheckMessage] = [
         checks.Error(problem.message, hint=problem.hint, id=problem.id)
         for problem in conf.problems()

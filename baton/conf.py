@@ -49,6 +49,8 @@ DEFAULTS: Final[Mapping[str, object]] = MappingProxyType(
         "DEBUG_MAX_AGE": timedelta(days=7),
         "GRAFT_MAX_STEPS": 10_000,
         "GRAFT_MAX_DEPTH": 8,
+        "WORKER_THREADS": None,
+        "ASYNC_DB_THREADS": 4,
     }
 )
 
@@ -97,6 +99,10 @@ def _positive_count(value: object) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return None
     return "a positive int"
+
+
+def _none_or_positive_count(value: object) -> str | None:
+    return None if value is None or _positive_count(value) is None else "None or a positive int"
 
 
 def _bool(value: object) -> str | None:
@@ -187,6 +193,19 @@ _KEYS: Final[Mapping[str, _Key]] = MappingProxyType(
             _positive_count,
             "Set BATON['GRAFT_MAX_DEPTH'] to how deep grafts may nest (a graft made by a "
             "grafted step is depth 2), for example 8.",
+        ),
+        "WORKER_THREADS": _Key(
+            "baton.E014",
+            _none_or_positive_count,
+            "Set BATON['WORKER_THREADS'] to how many synchronous steps one worker process "
+            "may run at once (one thread and one database connection each), for example "
+            "64, or None for Python's default thread pool, min(32, cores + 4).",
+        ),
+        "ASYNC_DB_THREADS": _Key(
+            "baton.E015",
+            _positive_count,
+            "Set BATON['ASYNC_DB_THREADS'] to the threads (and database connections) one "
+            "worker process uses for async steps' claims and completions, for example 4.",
         ),
     }
 )
@@ -309,6 +328,16 @@ class Settings:
         """Deepest graft: a step's graft is depth 1, a graft by a grafted step depth 2."""
         return cast(int, _get("GRAFT_MAX_DEPTH"))
 
+    @property
+    def WORKER_THREADS(self) -> int | None:
+        """Threads of a worker's pool for synchronous steps (None: Python's default)."""
+        return cast(int | None, _get("WORKER_THREADS"))
+
+    @property
+    def ASYNC_DB_THREADS(self) -> int:
+        """Threads (and connections) of a worker for async steps' database work."""
+        return cast(int, _get("ASYNC_DB_THREADS"))
+
 
 settings: Final = Settings()
 
@@ -325,7 +354,7 @@ def valid_or_default(name: str) -> Any:
 
 
 def problems() -> list[Problem]:
-    """Every invalid value in ``settings.BATON``: E001, E002, E003 to E010, E012, E013.
+    """Every invalid value in ``settings.BATON``: E001, E002, E003 to E010, E012 to E015.
 
     E009 here only covers the shape of ``PRICING`` (a dotted path); whether it imports is
     checked by ``baton.checks``, which may import code.

@@ -852,14 +852,19 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def kept_sections(path: Path) -> str:
     """The sections other scripts write into the same file between their own markers
-    (bench/llm_fanout.py: <!-- llm-fanout:start --> ... <!-- llm-fanout:end -->)."""
+    (<!-- NAME:start --> ... <!-- NAME:end -->: bench/llm_fanout.py, bench/peers.py, ...)."""
     if not path.exists():
         return ""
+    import re
+
     text = path.read_text()
-    start, end = "<!-- llm-fanout:start -->", "<!-- llm-fanout:end -->"
-    if start in text and end in text:
-        return "\n" + text[text.index(start) : text.index(end) + len(end)] + "\n"
-    return ""
+    sections = re.findall(r"<!-- ([\w-]+):start -->.*?<!-- \1:end -->", text, flags=re.S)
+    kept = [
+        text[text.index(f"<!-- {name}:start -->") : text.index(f"<!-- {name}:end -->")]
+        + f"<!-- {name}:end -->"
+        for name in dict.fromkeys(sections)
+    ]
+    return "".join("\n" + section + "\n" for section in kept)
 
 
 if __name__ == "__main__":

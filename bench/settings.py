@@ -33,6 +33,9 @@ INSTALLED_APPS = [
 ]
 ROOT_URLCONF = "bench.urls"
 BATON: dict[str, object] = {}
+if os.environ.get("BENCH_WORKER_THREADS"):
+    # bench/peers.py's in-flight shape with sync steps: a thread per step in flight.
+    BATON["WORKER_THREADS"] = int(os.environ["BENCH_WORKER_THREADS"])
 if os.environ.get("BENCH_BROADCAST_REDIS"):
     # bench/broadcast.py: a worker that broadcasts every transition over real Redis.
     CHANNEL_LAYERS = {

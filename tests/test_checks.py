@@ -163,6 +163,10 @@ def test_e002_one_error_per_unknown_key() -> None:
         ("GRAFT_MAX_STEPS", True, "baton.E012", "a positive int"),
         ("GRAFT_MAX_DEPTH", -1, "baton.E013", "a positive int"),
         ("GRAFT_MAX_DEPTH", None, "baton.E013", "a positive int"),
+        ("WORKER_THREADS", 0, "baton.E014", "None or a positive int"),
+        ("WORKER_THREADS", "64", "baton.E014", "None or a positive int"),
+        ("ASYNC_DB_THREADS", 0, "baton.E015", "a positive int"),
+        ("ASYNC_DB_THREADS", None, "baton.E015", "a positive int"),
     ],
 )
 def test_invalid_value_is_reported_with_its_id_and_key(

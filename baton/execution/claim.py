@@ -58,25 +58,37 @@ _CLAIM_SQL = (
     + f"RETURNING {STEP_COLUMNS}, old.old_state, "
     + ", ".join(f"w.{column}" for column in _WORKFLOW_AT_CLAIM)
 )
-# Procrastinate's fetch (upstream.FETCH_JOB), and the claim of the step named by the
-# fetched job's args, in one autocommit statement. Only
-# the step's own job can claim it (the job_id fence), so other tasks' jobs claim nothing;
-# their columns come back NULL.
+# Procrastinate's fetch of up to %(limit)s jobs (upstream.FETCH_JOBS), and the claim of
+# the steps their args name, in one autocommit statement: the same change under the same
+# conditions as _CLAIM_UPDATE, for every fetched job at once (rows locked in id order).
+# Only a step's own job can claim it (the job_id fence), so other tasks' jobs claim
+# nothing; their columns come back NULL.
 FETCH_AND_CLAIM_SQL = f"""
-WITH job AS ({upstream.FETCH_JOB}
+WITH job AS ({upstream.FETCH_JOBS}
+), fetched_step AS (
+SELECT id AS job_id, CASE jsonb_typeof(args->'step_id')
+                     WHEN 'number' THEN (args->>'step_id')::bigint END AS step_id FROM job
+), old AS (
+SELECT st.id, st.state AS old_state, st.workflow_id, f.job_id
+  FROM baton_step st JOIN fetched_step f ON st.id = f.step_id
+ WHERE st.id = ANY(ARRAY(SELECT step_id FROM fetched_step))
+ ORDER BY st.id FOR UPDATE OF st
 ), claimed AS (
-{
-    _CLAIM_UPDATE.format(
-        step_id="(SELECT (args->>'step_id')::bigint FROM job "
-        "WHERE jsonb_typeof(args->'step_id') = 'number')",
-        job_id="(SELECT id FROM job)",
-    )
-}
+UPDATE baton_step s
+   SET version = s.version + 1,
+       state = {sql_state(S.EXECUTING)}, attempt = s.attempt + 1, started_at = now(),
+       finished_at = NULL, scheduled_at = NULL
+  FROM old, baton_workflow w
+ WHERE s.id = old.id AND s.job_id = old.job_id
+   AND s.state IN ({sql_states(S.AVAILABLE, S.SCHEDULED, S.RETRYABLE, S.EXECUTING)})
+   AND (s.state <> {sql_state(S.EXECUTING)} OR s.attempt < s.max_attempts)
+   AND w.id = old.workflow_id
 RETURNING {", ".join(f's."{f.column}" AS "baton_{f.attname}"' for f in Step._meta.concrete_fields)},
-          old.old_state AS baton_old_state,
+          old.old_state AS baton_old_state, old.job_id AS baton_job,
           {", ".join(f"w.{column} AS baton_workflow_{column}" for column in _WORKFLOW_AT_CLAIM)}
 )
-SELECT job.*, claimed.* FROM job LEFT JOIN claimed ON true
+SELECT job.*, claimed.* FROM job LEFT JOIN claimed ON claimed.baton_job = job.id
+ ORDER BY job.fetched
 """
 
 

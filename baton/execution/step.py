@@ -15,6 +15,7 @@ import inspect
 import json
 import logging
 import re
+import threading
 import time
 import traceback as traceback_module
 from collections.abc import Callable
@@ -350,12 +351,14 @@ async def _run_step_async(cls: type[Step], context: JobContext, step_id: int) ->
             job._load_dependencies()  # perform() runs on the event loop: no ORM there
         return claimed, job, refusal
 
-    prepared = await sync_to_async(prepare, thread_sensitive=False)()
+    prepared = await sync_to_async(prepare, thread_sensitive=False, executor=db_threads())()
     if prepared is None:
         return
     claimed, job, refusal = prepared
     if refusal is not None:
-        await sync_to_async(_conclude, thread_sensitive=False)(step, claimed, job, refusal)
+        await sync_to_async(_conclude, thread_sensitive=False, executor=db_threads())(
+            step, claimed, job, refusal
+        )
         return
     try:
         with tracing.current(job._span):
@@ -370,13 +373,35 @@ async def _run_step_async(cls: type[Step], context: JobContext, step_id: int) ->
         # A worker shutting down hands the step on (a fresh job, the attempt given back);
         # a user's abort request discards it. Recorded before Procrastinate hears of it.
         shutdown = context.abort_reason() == AbortReason.SHUTDOWN
-        await sync_to_async(_conclude_quietly, thread_sensitive=False)(
+        await sync_to_async(_conclude_quietly, thread_sensitive=False, executor=db_threads())(
             step, claimed, job, Snooze(0) if shutdown else Discard("aborted")
         )
         raise exc
     except Exception as exc:
         value = step.on_exception(job, exc)
-    await sync_to_async(_conclude, thread_sensitive=False)(step, claimed, job, value)
+    await sync_to_async(_conclude, thread_sensitive=False, executor=db_threads())(
+        step, claimed, job, value
+    )
+
+
+# The database parts of async steps (claim, dependencies' results, completion) run in a
+# small pool of their own: a step awaiting a model holds no thread and no connection, so
+# a worker's connections stay at this pool's size whatever its concurrency, and these
+# short calls never queue behind synchronous steps' perform()s in the loop's default
+# pool. One Django connection per thread, kept (CONN_MAX_AGE).
+_db_threads: concurrent.futures.ThreadPoolExecutor | None = None
+_db_threads_lock = threading.Lock()
+
+
+def db_threads() -> concurrent.futures.ThreadPoolExecutor:
+    """The pool of BATON["ASYNC_DB_THREADS"] threads for async steps' database work."""
+    global _db_threads
+    with _db_threads_lock:
+        if _db_threads is None:
+            _db_threads = concurrent.futures.ThreadPoolExecutor(
+                max_workers=baton_settings.ASYNC_DB_THREADS, thread_name_prefix="baton-db"
+            )
+        return _db_threads
 
 
 def _claim(step_id: int, job_id: int) -> advance.Claim | None:

@@ -52,12 +52,25 @@ def sql_function_body(schema_sql: str, name: str) -> str:
 # ---------------------------------------------------------------------------- fragments
 # procrastinate_fetch_job_v2(target_queue_names, p_worker_id): picks and locks the next
 # job and marks it doing. Called (not copied) by baton's worker fetch, which claims the
-# job's step in the same statement (advance.FETCH_AND_CLAIM_SQL). The columns are those
+# jobs' steps in the same statement (advance.FETCH_AND_CLAIM_SQL). The columns are those
 # of the row it returns that procrastinate.jobs.Job.from_row reads.
-FETCH_JOB = """
-    SELECT id, status, task_name, priority, lock, queueing_lock, args, scheduled_at,
-           queue_name, attempts, worker_id
-      FROM procrastinate_fetch_job_v2(%(queues)s::varchar[], %(worker_id)s)"""
+FETCH_JOB_COLUMNS = (
+    "id", "status", "task_name", "priority", "lock", "queueing_lock", "args", "scheduled_at",
+    "queue_name", "attempts", "worker_id",
+)  # fmt: skip
+# Up to %(limit)s jobs in one round trip: the function called again while the last call
+# found a job. Each call is a statement of its own inside the function (a volatile
+# plpgsql function takes a fresh snapshot per query), so it sees the jobs the calls
+# before it marked doing and picks the next one, exactly as separate fetches would.
+FETCH_JOBS = f"""
+    WITH RECURSIVE fetched(n, job) AS (
+        SELECT 1, procrastinate_fetch_job_v2(%(queues)s::varchar[], %(worker_id)s)
+         UNION ALL
+        SELECT n + 1, procrastinate_fetch_job_v2(%(queues)s::varchar[], %(worker_id)s)
+          FROM fetched WHERE n < %(limit)s AND (job).id IS NOT NULL
+    )
+    SELECT n AS fetched, {", ".join(f"(job).{column}" for column in FETCH_JOB_COLUMNS)}
+      FROM fetched WHERE (job).id IS NOT NULL"""
 
 # procrastinate_finish_job_v1(job_id, 'succeeded', delete_job=false), as a SET clause on
 # procrastinate_jobs j: what a completion writes to end its own job in its own statement
@@ -90,7 +103,7 @@ AUDITED: tuple[Borrowed, ...] = (
         "sql function",
         "procrastinate_fetch_job_v2",
         "940cf4b40856f53b",
-        "FETCH_JOB (called by advance.FETCH_AND_CLAIM_SQL)",
+        "FETCH_JOBS (called by advance.FETCH_AND_CLAIM_SQL)",
     ),
     Borrowed(
         "sql function",
@@ -139,7 +152,11 @@ AUDITED: tuple[Borrowed, ...] = (
             ("_start_side_tasks", "f596974576171bc3"),
             ("_periodic_deferrer", "cb9c3d546795ae1f"),
             ("_update_heartbeat", "807ef6f23838ed06"),
+            # Replaced by _fetch_and_process_batches (several jobs per fetch), which
+            # starts each job as it does: a JobContext, _process_job, _running_jobs, the
+            # _job_semaphore released when the job is done.
             ("_fetch_and_process_jobs", "4de336a3f291be50"),
+            ("_process_job", "a527609c1a85799a"),  # called for each fetched job
             ("_handle_notification", "cfe6457278bdb7b3"),
         )
     ),

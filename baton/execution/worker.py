@@ -23,22 +23,30 @@ connection. BatonWorker retries those instead (see `_connection_lost`).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime
+import functools
 import json
 import logging
 import os
 import socket
+import time
 import typing
+import weakref
 from typing import Any
 
 import psycopg
+import psycopg_pool
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 from procrastinate import exceptions as procrastinate_exceptions
+from procrastinate import job_context as procrastinate_job_context
 from procrastinate import jobs as procrastinate_jobs
 from procrastinate import manager as procrastinate_manager
+from procrastinate import utils as procrastinate_utils
 from procrastinate import worker as procrastinate_worker
 
+from baton.conf import settings as baton_settings
 from baton.execution import local_worker
 
 logger = logging.getLogger("baton")
@@ -108,25 +116,39 @@ class _ClaimingJobManager(procrastinate_manager.JobManager):
     known_tasks: typing.Container[str] | None = None
 
     async def fetch_job(self, queues: Any, worker_id: int) -> procrastinate_jobs.Job | None:
+        jobs = await self.fetch_jobs(queues, worker_id, limit=1)
+        return jobs[0] if jobs else None
+
+    async def fetch_jobs(
+        self, queues: Any, worker_id: int, limit: int
+    ) -> list[procrastinate_jobs.Job]:
+        """Up to `limit` jobs, their steps claimed, in one round trip. Fewer (or none)
+        means no other job was due."""
         from baton.execution import advance
 
         while True:
-            row = await self.connector.execute_query_one_async(
-                query=advance.FETCH_AND_CLAIM_SQL, queues=queues, worker_id=worker_id
+            rows = await self.connector.execute_query_all_async(
+                query=advance.FETCH_AND_CLAIM_SQL, queues=queues, worker_id=worker_id, limit=limit
             )
-            if row["id"] is None:
-                return None
-            job = procrastinate_jobs.Job.from_row(row)
-            claim = advance.claimed_by_fetch(row)
-            if claim is not None and self.known_tasks is not None:
-                if job.task_name not in self.known_tasks:
-                    # Another worker may have the step's code (deployed to the web process
-                    # and some workers first): give the job back instead of failing it.
-                    await self._hand_back(job, claim)
-                    continue  # handed back for later: it cannot come back at once
-            if claim is not None:
-                local_worker.fetched_claim(int(row["id"]), claim)
-            return job
+            jobs = []
+            handed_back = False
+            for row in rows:
+                job = procrastinate_jobs.Job.from_row(row)
+                claim = advance.claimed_by_fetch(row)
+                if claim is not None and self.known_tasks is not None:
+                    if job.task_name not in self.known_tasks:
+                        # Another worker may have the step's code (deployed to the web
+                        # process and some workers first): give the job back instead of
+                        # failing it.
+                        await self._hand_back(job, claim)
+                        handed_back = True
+                        continue
+                if claim is not None:
+                    local_worker.fetched_claim(int(row["id"]), claim)
+                jobs.append(job)
+            if jobs or not handed_back:
+                return jobs
+            # Only jobs this worker cannot run: fetch again (they are due later now).
 
     async def _hand_back(self, job: procrastinate_jobs.Job, claim: Any) -> None:
         from baton.execution.claim import unclaim
@@ -172,6 +194,22 @@ class BatonWorker(procrastinate_worker.Worker):
         self._new_job_event.set()
 
     async def run(self) -> None:
+        threads = baton_settings.WORKER_THREADS
+        if threads is not None:
+            # Synchronous steps run in the loop's default pool (Procrastinate's
+            # sync_to_async): its size is how many of them run at once.
+            asyncio.get_running_loop().set_default_executor(
+                concurrent.futures.ThreadPoolExecutor(
+                    max_workers=threads, thread_name_prefix="baton-sync"
+                )
+            )
+        if self.concurrency > sync_threads():
+            logger.info(
+                "baton worker: concurrency %s, but at most %s synchronous steps run at once "
+                "(BATON['WORKER_THREADS']); async steps are not limited by it",
+                self.concurrency,
+                sync_threads(),
+            )
         await sync_to_async(_warm_up_pricing, thread_sensitive=False)()
         local_worker.attach(
             asyncio.get_running_loop(),
@@ -249,12 +287,74 @@ class BatonWorker(procrastinate_worker.Worker):
 
     async def _fetch_and_process_jobs(self) -> None:
         try:
-            await super()._fetch_and_process_jobs()  # type: ignore[no-untyped-call]
+            await self._fetch_and_process_batches()
         except procrastinate_exceptions.ConnectorException as exc:
             if not _connection_lost(exc):
                 raise
             # The run loop fetches again after the polling interval (or a wake-up).
             logger.warning("baton worker: fetching jobs failed, retrying: %s", exc)
+
+    async def _fetch_and_process_batches(self) -> None:
+        """Procrastinate's Worker._fetch_and_process_jobs, fetching as many jobs as there
+        are free slots (up to FETCH_BATCH_MAX) in one round trip instead of one job per
+        round trip: the fetch loop is the one serial part of a worker, and at a few
+        hundred steps a second its round trips were the ceiling, whatever the
+        concurrency. Until no job is left or the worker is asked to stop."""
+        semaphore = self._job_semaphore
+        while not self._stop_event.is_set():
+            acquire = asyncio.create_task(semaphore.acquire())
+            slots = 0
+            jobs: list[procrastinate_jobs.Job] = []
+            try:
+                await procrastinate_utils.wait_any(acquire, self._stop_event.wait())
+                if acquire.done() and not acquire.cancelled():
+                    slots = 1
+                if self._stop_event.is_set():
+                    break
+                while slots < FETCH_BATCH_MAX and not semaphore.locked():
+                    await semaphore.acquire()  # a free slot: returns at once
+                    slots += 1
+                assert self.worker_id is not None
+                manager = typing.cast(_ClaimingJobManager, self.app.job_manager)
+                jobs = await manager.fetch_jobs(self.queues, self.worker_id, limit=slots)
+            finally:
+                for _ in range(slots - len(jobs)):
+                    semaphore.release()
+                self._new_job_event.clear()
+            for job in jobs:
+                self._start_job(job)
+            if len(jobs) < slots:
+                break  # nothing else is due now
+
+    def _start_job(self, job: procrastinate_jobs.Job) -> None:
+        """What Procrastinate's loop does with a fetched job (its slot already taken)."""
+        job_id = job.id
+        context = procrastinate_job_context.JobContext(
+            app=self.app,
+            worker_name=self.worker_name,
+            worker_queues=self.queues,
+            additional_context=self.additional_context.copy() if self.additional_context else {},
+            job=job,
+            abort_reason=functools.partial(self._abort_reason, job_id),
+            start_timestamp=time.time(),
+        )
+        job_task = asyncio.create_task(
+            self._process_job(context), name=f"process job {job.task_name}[{job.id}]"
+        )
+        self._running_jobs[job_task] = context
+
+        def on_job_complete(task: asyncio.Task[Any]) -> None:
+            del self._running_jobs[task]
+            self._job_semaphore.release()
+
+        job_task.add_done_callback(on_job_complete)
+
+    def _abort_reason(self, job_id: int | None) -> Any:
+        return self._job_ids_to_abort.get(job_id) if job_id else None
+
+
+# Most jobs one fetch takes (one statement, one round trip).
+FETCH_BATCH_MAX = 16
 
 
 # Task names this process has already warned about (once each, then at DEBUG).
@@ -306,8 +406,40 @@ def worker_connector() -> Any:
 
     async def autocommit(connection: psycopg.AsyncConnection[Any]) -> None:
         await connection.set_autocommit(True)
+        # Every query on this connection is a lookup by key (the fetch walks the
+        # partial priority index under LIMIT, the claim reads steps by id). Tables
+        # whose statistics predate a burst (a fresh deployment, a fan-out released at
+        # once, tables just truncated) look nearly empty to the planner, which then
+        # scans and sorts every todo job and every step at each fetch: O(n) per fetch,
+        # O(n^2) per burst (measured: 1.6 ms instead of 0.5 ms per job at 2,000).
+        # Until autovacuum analyzes them, only these settings keep the index plans.
+        await connection.execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
 
-    return psycopg_connector.PsycopgConnector(kwargs=params, configure=autocommit)
+    return psycopg_connector.PsycopgConnector(
+        kwargs=params, configure=autocommit, pool_factory=_pool_checking_idle_connections
+    )
+
+
+# A pooled connection idle longer than this is checked (one empty query) before use.
+IDLE_CHECK_AFTER = 2.0
+
+
+def _pool_checking_idle_connections(**kwargs: Any) -> psycopg_pool.AsyncConnectionPool:
+    """psycopg's pool as Procrastinate makes it, with its check on taking a connection
+    kept only for connections that sat idle: Procrastinate checks every one, an extra
+    round trip before each fetch (a quarter of a busy worker's wait on the database).
+    A connection used a moment ago that breaks anyway fails its query, which the worker
+    retries like any query the server cut (`_connection_lost`)."""
+    returned_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+    async def stamp(connection: psycopg.AsyncConnection[Any]) -> None:
+        returned_at[connection] = time.monotonic()
+
+    async def check(connection: psycopg.AsyncConnection[Any]) -> None:
+        if time.monotonic() - returned_at.get(connection, 0.0) > IDLE_CHECK_AFTER:
+            await psycopg_pool.AsyncConnectionPool.check_connection(connection)
+
+    return psycopg_pool.AsyncConnectionPool(**{**kwargs, "check": check, "reset": stamp})
 
 
 async def run_worker(app: Any, **options: Any) -> None:
@@ -315,3 +447,24 @@ async def run_worker(app: Any, **options: Any) -> None:
     final = {**app.worker_defaults, **options}
     worker = BatonWorker(app=app, **final)
     await worker.run()
+
+
+# Procrastinate's connector is a psycopg pool of psycopg_pool's default size: fetches,
+# heartbeats, job status updates and the LISTEN connection share it.
+PROCRASTINATE_POOL_SIZE = 4
+
+
+def sync_threads() -> int:
+    """How many synchronous steps one worker process runs at once, at most: the size of
+    its event loop's default thread pool (BATON["WORKER_THREADS"], else Python's
+    default, min(32, cores + 4)), whatever its --concurrency."""
+    threads = baton_settings.WORKER_THREADS
+    return threads if threads is not None else min(32, (os.cpu_count() or 1) + 4)
+
+
+def connection_bound() -> int:
+    """The most database connections one worker process holds while it runs async steps,
+    whatever its concurrency (docs/howto/workers.md): the async steps' database threads,
+    the loop's default pool (the sweep, the periodic deferrer, sync steps) and
+    Procrastinate's pool. A step awaiting a model holds none of them."""
+    return baton_settings.ASYNC_DB_THREADS + sync_threads() + PROCRASTINATE_POOL_SIZE

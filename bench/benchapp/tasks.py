@@ -212,3 +212,7 @@ def raw_snooze(context: JobContext, run: str, seconds: float, first: bool = True
     assert context.job.scheduled_at is not None
     late = started - context.job.scheduled_at.timestamp()
     record(run, "snooze", started, time.time(), late=late)
+
+
+# bench/peers.py's async steps and raw Procrastinate async tasks, found with these.
+from bench.benchapp import peer_tasks  # noqa: E402, F401

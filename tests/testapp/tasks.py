@@ -466,3 +466,14 @@ class Hostile(baton.Step):
         if isinstance(value, Exception) and not isinstance(value, baton.Error | baton.Discard):
             raise value
         return value
+
+
+class AwaitRelease(baton.Step):
+    """An async step that waits, like a model call, until the file args["release"] exists."""
+
+    max_attempts = 1
+
+    async def perform(self, job: baton.Job) -> Any:
+        while not os.path.exists(job.args["release"]):
+            await asyncio.sleep(0.05)
+        return {"n": job.args.get("n")}
