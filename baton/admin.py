@@ -39,10 +39,10 @@ from baton.models import (
     DebugKind,
     DebugRecord,
     LLMUsage,
-    Step,
     StepDependency,
     StepResult,
     Workflow,
+    WorkflowStep,
 )
 
 # The change page of a workflow lists at most this many steps; the rest are one link away.
@@ -158,32 +158,32 @@ class _StepColumns:
     """The step columns the inline and the step admin share."""
 
     @admin.display(description="state", ordering="state")
-    def state_badge(self, step: Step) -> SafeString:
+    def state_badge(self, step: WorkflowStep) -> SafeString:
         return state_badge(step.state, step.get_state_display())
 
     @admin.display(description="attempts")
-    def attempts(self, step: Step) -> str:
+    def attempts(self, step: WorkflowStep) -> str:
         return f"{step.attempt}/{step.max_attempts}"
 
     @admin.display(description="duration")
-    def duration_display(self, step: Step) -> str:
+    def duration_display(self, step: WorkflowStep) -> str:
         seconds = step.duration
         return EMPTY if seconds is None else format_seconds(seconds)
 
     @admin.display(description="started", ordering="started_at")
-    def started(self, step: Step) -> str:
+    def started(self, step: WorkflowStep) -> str:
         return format_moment(step.started_at)
 
     @admin.display(description="finished", ordering="finished_at")
-    def finished(self, step: Step) -> str:
+    def finished(self, step: WorkflowStep) -> str:
         return format_moment(step.finished_at)
 
     @admin.display(description="last error")
-    def error_preview(self, step: Step) -> str:
+    def error_preview(self, step: WorkflowStep) -> str:
         return _preview(step.last_error)
 
     @admin.display(description="cost", ordering="cost_usd")
-    def cost_display(self, step: Step) -> str:
+    def cost_display(self, step: WorkflowStep) -> str:
         # Over all of the step's attempts (failed ones spent money too).
         return format_usd(step.cost_usd, step.unpriced_calls)
 
@@ -207,7 +207,7 @@ def _grafts_under_their_steps(steps: list[Any], workflow_id: Any) -> list[Any]:
     (one query for the workflow). A grafting step has a smaller id than its graft, so
     the grafter of a step on the page is on the page too."""
     grafted_counts = dict(
-        Step.objects.filter(workflow_id=workflow_id, grafted_by__isnull=False)
+        WorkflowStep.objects.filter(workflow_id=workflow_id, grafted_by__isnull=False)
         .order_by()
         .values_list("grafted_by")
         .annotate(n=Count("id"))
@@ -232,7 +232,7 @@ def _grafts_under_their_steps(steps: list[Any], workflow_id: Any) -> list[Any]:
     return ordered
 
 
-def _inline_reasons(steps: list[Step]) -> dict[int, str]:
+def _inline_reasons(steps: list[WorkflowStep]) -> dict[int, str]:
     """Why each unfinished step shown inline is where it is, in two queries for them
     all: the dependencies the waiting ones wait for, and whether any live worker listens
     on the queues of the available ones (baton.explain says the same, step by step)."""
@@ -260,7 +260,7 @@ def _inline_reasons(steps: list[Step]) -> dict[int, str]:
 
 
 class StepInline(_StepColumns, admin.TabularInline):  # type: ignore[type-arg]
-    model = Step
+    model = WorkflowStep
     formset = _CappedStepFormSet
     extra = 0
     max_num = 0
@@ -281,10 +281,10 @@ class StepInline(_StepColumns, admin.TabularInline):  # type: ignore[type-arg]
         "result_preview",
     )
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Step]:
+    def get_queryset(self, request: HttpRequest) -> QuerySet[WorkflowStep]:
         # The result is previewed from its first characters, cut in SQL, so that a page of
         # large results does not load them whole; args and tracebacks are not shown here.
-        steps: QuerySet[Step] = super().get_queryset(request)
+        steps: QuerySet[WorkflowStep] = super().get_queryset(request)
         return steps.defer("args", "traceback").annotate(
             _result_head=Left(Cast("result__value", TextField()), PREVIEW_CHARS + 1),
             _result_size=F("result__size_bytes"),
@@ -304,11 +304,11 @@ class StepInline(_StepColumns, admin.TabularInline):  # type: ignore[type-arg]
         return False
 
     @admin.display(description="why")
-    def why(self, step: Step) -> str:
+    def why(self, step: WorkflowStep) -> str:
         return getattr(step, "_why", "") or EMPTY
 
     @admin.display(description="graft")
-    def graft_display(self, step: Step) -> str:
+    def graft_display(self, step: WorkflowStep) -> str:
         # Grafted steps are listed under the step that grafted them (the formset's order).
         parts = []
         level = getattr(step, "_graft_level", 0)
@@ -320,7 +320,7 @@ class StepInline(_StepColumns, admin.TabularInline):  # type: ignore[type-arg]
         return " · ".join(parts) or EMPTY
 
     @admin.display(description="result")
-    def result_preview(self, step: Step) -> str:
+    def result_preview(self, step: WorkflowStep) -> str:
         head: str | None = getattr(step, "_result_head", None)
         if head is None:
             return EMPTY
@@ -537,14 +537,14 @@ class WorkflowAdmin(_ReadOnlyAdmin):
     @admin.display(description="overview")
     def steps_summary(self, workflow: Workflow) -> SafeString:
         counts = dict(
-            Step.objects.filter(workflow=workflow)
+            WorkflowStep.objects.filter(workflow=workflow)
             .order_by()
             .values_list("state")
             .annotate(n=Count("id"))
             .values_list("state", "n")
         )
         total = sum(counts.values())
-        labels = dict(Step._meta.get_field("state").choices or [])
+        labels = dict(WorkflowStep._meta.get_field("state").choices or [])
         by_state = format_html_join(
             " ",
             "{} {}",
@@ -554,7 +554,9 @@ class WorkflowAdmin(_ReadOnlyAdmin):
                 if state in counts
             ),
         )
-        steps_url = reverse("admin:baton_step_changelist") + f"?workflow__exact={workflow.pk}"
+        steps_url = (
+            reverse("admin:baton_workflowstep_changelist") + f"?workflow__exact={workflow.pk}"
+        )
         if total > INLINE_STEP_LIMIT:
             note = format_html(
                 "The table below shows the first {} of {} steps. "
@@ -623,7 +625,7 @@ class WorkflowAdmin(_ReadOnlyAdmin):
 
 
 # ---------------------------------------------------------------------------------- steps
-@admin.register(Step)
+@admin.register(WorkflowStep)
 class StepAdmin(_StepColumns, _ReadOnlyAdmin):
     list_display = (
         "name",
@@ -671,15 +673,15 @@ class StepAdmin(_StepColumns, _ReadOnlyAdmin):
         "debug_records_display",
     )
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Step]:
+    def get_queryset(self, request: HttpRequest) -> QuerySet[WorkflowStep]:
         return super().get_queryset(request).select_related("workflow")
 
     @admin.display(description="scheduled", ordering="scheduled_at")
-    def scheduled(self, step: Step) -> str:
+    def scheduled(self, step: WorkflowStep) -> str:
         return format_moment(step.scheduled_at)
 
     @admin.display(description="why it is here")
-    def explanation_display(self, step: Step) -> SafeString:
+    def explanation_display(self, step: WorkflowStep) -> SafeString:
         # The same sentences as the live page's panel and `manage.py baton show`.
         sentences = explain(step).sentences
         return format_html(
@@ -692,34 +694,38 @@ class StepAdmin(_StepColumns, _ReadOnlyAdmin):
         return super().has_view_permission(request, obj) or _can_see_workflows(request)
 
     @admin.display(description="workflow", ordering="workflow__created_at")
-    def workflow_link(self, step: Step) -> SafeString:
+    def workflow_link(self, step: WorkflowStep) -> SafeString:
         url = reverse("admin:baton_workflow_change", args=[step.workflow_id])
         return format_html('<a href="{}">{}</a>', url, step.workflow.name)
 
     @admin.display(description="grafted by")
-    def grafted_by_link(self, step: Step) -> SafeString | str:
+    def grafted_by_link(self, step: WorkflowStep) -> SafeString | str:
         if step.grafted_by_id is None:
             return EMPTY  # inserted with the workflow, or appended from outside
-        grafter = Step.objects.filter(pk=step.grafted_by_id).values_list("name", flat=True)
+        grafter = WorkflowStep.objects.filter(pk=step.grafted_by_id).values_list("name", flat=True)
         name = grafter.first() or f"step {step.grafted_by_id} (gone)"
-        return format_html('<a href="{}">{}</a>', _change_url(Step, step.grafted_by_id), name)
+        return format_html(
+            '<a href="{}">{}</a>', _change_url(WorkflowStep, step.grafted_by_id), name
+        )
 
     @admin.display(description="grafted")
-    def grafted_display(self, step: Step) -> SafeString | str:
-        count = Step.objects.filter(workflow_id=step.workflow_id, grafted_by_id=step.pk).count()
+    def grafted_display(self, step: WorkflowStep) -> SafeString | str:
+        count = WorkflowStep.objects.filter(
+            workflow_id=step.workflow_id, grafted_by_id=step.pk
+        ).count()
         if not count:
             return EMPTY
-        url = _changelist_url(Step, grafted_by__exact=step.pk)
+        url = _changelist_url(WorkflowStep, grafted_by__exact=step.pk)
         return format_html(
             '<a href="{}">{} step(s)</a> added by its job.graft()', url, f"{count:,}"
         )
 
     @admin.display(description="args")
-    def args_display(self, step: Step) -> SafeString:
+    def args_display(self, step: WorkflowStep) -> SafeString:
         return format_html("<pre>{}</pre>", json.dumps(step.args, indent=2, default=str))
 
     @admin.display(description="result")
-    def result_display(self, step: Step) -> SafeString | str:
+    def result_display(self, step: WorkflowStep) -> SafeString | str:
         try:
             result = step.result
         except StepResult.DoesNotExist:
@@ -730,15 +736,15 @@ class StepAdmin(_StepColumns, _ReadOnlyAdmin):
         )
 
     @admin.display(description="last error")
-    def last_error_display(self, step: Step) -> SafeString | str:
+    def last_error_display(self, step: WorkflowStep) -> SafeString | str:
         return format_html("<pre>{}</pre>", step.last_error) if step.last_error else EMPTY
 
     @admin.display(description="traceback")
-    def traceback_display(self, step: Step) -> SafeString | str:
+    def traceback_display(self, step: WorkflowStep) -> SafeString | str:
         return format_html("<pre>{}</pre>", step.traceback) if step.traceback else EMPTY
 
     @admin.display(description="LLM calls")
-    def llm_calls_display(self, step: Step) -> SafeString | str:
+    def llm_calls_display(self, step: WorkflowStep) -> SafeString | str:
         # By the ledger's unique index, which leads with the step.
         calls = list(
             LLMUsage.objects.filter(step_id=step.pk).order_by("attempt", "id")[
@@ -783,7 +789,7 @@ class StepAdmin(_StepColumns, _ReadOnlyAdmin):
         )
 
     @admin.display(description="debug records")
-    def debug_records_display(self, step: Step) -> SafeString | str:
+    def debug_records_display(self, step: WorkflowStep) -> SafeString | str:
         # Each record's text is cut in SQL, so a page of large payloads stays small; by
         # the (workflow, step) index.
         records = list(
@@ -931,7 +937,9 @@ class _PartOfWorkflow(_ReadOnlyAdmin):
 
     @admin.display(description="step")
     def step_link(self, row: LLMUsage | DebugRecord) -> SafeString:
-        return format_html('<a href="{}">{}</a>', _change_url(Step, row.step_id), row.step.name)
+        return format_html(
+            '<a href="{}">{}</a>', _change_url(WorkflowStep, row.step_id), row.step.name
+        )
 
 
 @admin.register(LLMUsage)

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from baton.execution.deferrer import database_alias
 from baton.graph.states import StepState
-from baton.models import Step, StepDependency
+from baton.models import StepDependency, WorkflowStep
 
 S = StepState
 # A worker whose last heartbeat is older than this is not listening (Procrastinate's own
@@ -137,7 +137,7 @@ def _iso(value: datetime.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _since(step: Step) -> datetime.datetime | None:
+def _since(step: WorkflowStep) -> datetime.datetime | None:
     """When a step entered its present state, from the timestamps baton keeps."""
     if step.state in (S.COMPLETED, S.DISCARDED, S.CANCELLED):
         return step.finished_at
@@ -166,7 +166,7 @@ def _ago(seconds: float) -> str:
     return f"{seconds // 3600:.0f}h {seconds % 3600 // 60:02.0f}m"
 
 
-def explain(step: Step, *, listeners: dict[str, Listeners] | None = None) -> Explanation:
+def explain(step: WorkflowStep, *, listeners: dict[str, Listeners] | None = None) -> Explanation:
     """Why `step` is where it is. A waiting step costs one query (its unfinished
     dependencies); an available one up to three (the queue's listeners, unless given;
     when its job was queued; whether those workers have its task)."""
@@ -178,7 +178,7 @@ def explain(step: Step, *, listeners: dict[str, Listeners] | None = None) -> Exp
     queued: float | None = None
     if state == S.WAITING:
         upstream = list(
-            Step.objects.filter(
+            WorkflowStep.objects.filter(
                 id__in=StepDependency.objects.filter(downstream_id=step.id).values("upstream_id")
             )
             .exclude(state=S.COMPLETED)
@@ -229,7 +229,7 @@ def explain(step: Step, *, listeners: dict[str, Listeners] | None = None) -> Exp
     return Explanation(step.name, step.state, sentences, blockers, heard, queued)
 
 
-def _enqueued_at(step: Step) -> datetime.datetime | None:
+def _enqueued_at(step: WorkflowStep) -> datetime.datetime | None:
     """When the step's current job was created (its Procrastinate `deferred` event)."""
     if step.job_id is None:
         return None

@@ -129,7 +129,7 @@ class Workflow(models.Model):
         return await sync_to_async(self.retry)(steps)
 
 
-class StepQuerySet(models.QuerySet["Step"]):
+class StepQuerySet(models.QuerySet["WorkflowStep"]):
     def terminal(self) -> StepQuerySet:
         return self.filter(state__in=TERMINAL_STEP_STATES)
 
@@ -140,7 +140,13 @@ class StepQuerySet(models.QuerySet["Step"]):
         return self.filter(state__in=QUEUED_STEP_STATES)
 
 
-class Step(models.Model):
+class WorkflowStep(models.Model):
+    """A step of a workflow, as a row: its state, attempts, job and timings.
+
+    Not `baton.Step`, the class users subclass to write what a step does: this is one
+    instance of it in one workflow. Its table is `baton_step`, and people see "step".
+    """
+
     id = models.BigAutoField(primary_key=True)
     # Indexed by baton_step_unique_name, whose first column it is.
     workflow = models.ForeignKey(
@@ -205,6 +211,8 @@ class Step(models.Model):
     objects = StepQuerySet.as_manager()
 
     class Meta:
+        db_table = "baton_step"
+        verbose_name = "step"
         ordering = ["id"]
         constraints = [
             models.UniqueConstraint(fields=["workflow", "name"], name="baton_step_unique_name"),
@@ -256,14 +264,14 @@ class StepDependency(models.Model):
         Workflow, on_delete=models.CASCADE, related_name="edges", db_constraint=False
     )
     upstream = models.ForeignKey(  # indexed by baton_edge_unique, its first column
-        Step,
+        WorkflowStep,
         on_delete=models.CASCADE,
         related_name="downstream_edges",
         db_constraint=False,
         db_index=False,
     )
     downstream = models.ForeignKey(
-        Step, on_delete=models.CASCADE, related_name="upstream_edges", db_constraint=False
+        WorkflowStep, on_delete=models.CASCADE, related_name="upstream_edges", db_constraint=False
     )
 
     class Meta:
@@ -282,7 +290,7 @@ class StepResult(models.Model):
     """A completed step's return value, kept apart so hot step rows stay small."""
 
     step = models.OneToOneField(
-        Step, on_delete=models.CASCADE, primary_key=True, related_name="result"
+        WorkflowStep, on_delete=models.CASCADE, primary_key=True, related_name="result"
     )
     value = models.JSONField(null=True)
     size_bytes = models.PositiveIntegerField(default=0)
@@ -310,7 +318,7 @@ class LLMUsage(models.Model):
         db_index=False,  # baton_usage_workflow_step leads with it
     )
     step = models.ForeignKey(
-        Step,
+        WorkflowStep,
         on_delete=models.CASCADE,
         related_name="llm_usage",
         db_constraint=False,
@@ -369,7 +377,7 @@ class DebugRecord(models.Model):
         db_index=False,  # baton_debug_workflow_step leads with it
     )
     step = models.ForeignKey(
-        Step,
+        WorkflowStep,
         on_delete=models.CASCADE,
         related_name="debug_records",
         db_constraint=False,

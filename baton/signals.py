@@ -2,7 +2,7 @@
 
 from django.dispatch import Signal
 
-#: Sent for every step state change: step (a baton.models.Step), old_state, new_state.
+#: Sent for every step state change: step (a baton.models.WorkflowStep), old_state, new_state.
 step_transitioned = Signal()
 #: Sent once per workflow when it reaches completed, failed or cancelled: workflow, state.
 workflow_finished = Signal()

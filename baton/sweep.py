@@ -39,7 +39,7 @@ from baton.execution.registry import registry
 from baton.execution.statements import STEP_COLUMNS, steps_from_rows
 from baton.explain import stranded_queues
 from baton.graph.states import StepState, WorkflowState
-from baton.models import DebugRecord, LLMUsage, Step
+from baton.models import DebugRecord, LLMUsage, WorkflowStep
 
 logger = logging.getLogger("baton")
 S = StepState
@@ -326,8 +326,8 @@ def _rescue_lost_steps(
 
 def _announce_rescued(alias: str, step_ids: list[int]) -> None:
     # Per-step logging is telemetry.attach_default_logger()'s; the sweep logs its summary.
-    steps = list(Step.objects.using(alias).filter(id__in=step_ids))
-    signals.steps_rescued.send_robust(sender=Step, steps=steps)
+    steps = list(WorkflowStep.objects.using(alias).filter(id__in=step_ids))
+    signals.steps_rescued.send_robust(sender=WorkflowStep, steps=steps)
 
 
 def _finish_forgotten_workflows(alias: str, batch_size: int, report: SweepReport) -> None:

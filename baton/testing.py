@@ -208,9 +208,9 @@ def _latest_worker_id(database: str) -> int:
 
 def step_states(workflow: Any) -> dict[str, str]:
     """{step name: state} for a workflow."""
-    from baton.models import Step
+    from baton.models import WorkflowStep
 
-    return dict(Step.objects.filter(workflow_id=workflow.pk).values_list("name", "state"))
+    return dict(WorkflowStep.objects.filter(workflow_id=workflow.pk).values_list("name", "state"))
 
 
 def wait_for_workflow(workflow: Any, timeout: float = 60.0, poll: float = 0.05) -> Any:
@@ -248,12 +248,12 @@ def run_workflow(builder: Any, *, timeout: float = 60.0, concurrency: int = 2) -
 
 def assert_completed(workflow: Any) -> None:
     """Assert the workflow completed, naming the steps that did not."""
-    from baton.models import Step
+    from baton.models import WorkflowStep
 
     workflow.refresh_from_db()
     if workflow.state != WorkflowState.COMPLETED:
         bad = list(
-            Step.objects.filter(workflow_id=workflow.pk)
+            WorkflowStep.objects.filter(workflow_id=workflow.pk)
             .exclude(state=StepState.COMPLETED)
             .values_list("name", "state", "reason", "last_error")[:20]
         )

@@ -62,14 +62,14 @@ def claimed_grafting_step(steps: int) -> tuple[Any, Any, Any, float]:
     import baton
     from baton.execution import advance
     from baton.execution.graft import GraftBuilder
-    from baton.models import Step
+    from baton.models import WorkflowStep
     from tests.testapp.tasks import Echo
 
     empty_tables()
     workflow = (
         baton.new("bench-graft").add("g", Echo.new()).add("after", Echo.new(), deps=["g"]).insert()
     )
-    row = Step.objects.get(workflow=workflow, name="g")
+    row = WorkflowStep.objects.get(workflow=workflow, name="g")
     claimed = advance.claim(row.id, row.job_id)
     assert claimed is not None
     start = time.perf_counter()
@@ -96,13 +96,15 @@ def grafting_completion(claimed: Any, graft: Any, outcome: Any) -> tuple[float, 
 
 def timed_run(steps: int) -> tuple[float, float, float]:
     """(build, check, completion) seconds of one graft of `steps` steps, verified."""
-    from baton.models import Step
+    from baton.models import WorkflowStep
 
     claimed, graft, outcome, built = claimed_grafting_step(steps)
     check, completion = grafting_completion(claimed, graft, outcome)
-    after = Step.objects.get(workflow_id=claimed.step.workflow_id, name="after")
+    after = WorkflowStep.objects.get(workflow_id=claimed.step.workflow_id, name="after")
     assert after.deps_total == steps + 1, after.deps_total
-    assert Step.objects.filter(grafted_by=claimed.step.id, state="available").count() == steps
+    assert (
+        WorkflowStep.objects.filter(grafted_by=claimed.step.id, state="available").count() == steps
+    )
     return built, check, completion
 
 

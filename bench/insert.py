@@ -136,9 +136,9 @@ def main() -> None:
         timed_insert(builder)  # warm-up: connection, caches
         times = [timed_insert(builder) for _ in range(args.repeat)]
 
-        from baton.models import Step, StepDependency
+        from baton.models import StepDependency, WorkflowStep
 
-        assert Step.objects.count() == args.steps
+        assert WorkflowStep.objects.count() == args.steps
         assert StepDependency.objects.count() == edges
 
         best, median = min(times), statistics.median(times)

@@ -22,7 +22,7 @@ from django.db import connection
 
 import baton
 from baton.execution import advance
-from baton.models import Step, Workflow
+from baton.models import Workflow, WorkflowStep
 from tests.testapp.models import PerformRun
 from tests.testapp.tasks import Echo
 
@@ -81,9 +81,9 @@ def load_shared_dag(name: str) -> Any:
         pytest.skip(shared_missing_reason(f"{name}.json"))
 
 
-def step_row(workflow: Any, name: str) -> Step:
+def step_row(workflow: Any, name: str) -> WorkflowStep:
     """The row of the step `name` of `workflow`."""
-    return Step.objects.get(workflow=workflow, name=name)
+    return WorkflowStep.objects.get(workflow=workflow, name=name)
 
 
 def claim(workflow: Workflow, name: str) -> advance.Claim:

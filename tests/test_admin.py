@@ -17,7 +17,7 @@ from django.urls import reverse
 import baton
 from baton.admin import INLINE_STEP_LIMIT
 from baton.execution.advance import Discarded
-from baton.models import Step, Workflow
+from baton.models import Workflow, WorkflowStep
 from tests.helpers import chain, completed, run_step
 from tests.testapp.tasks import Echo
 
@@ -31,7 +31,7 @@ def change_url(workflow: Workflow) -> str:
 
 
 def states(workflow: Workflow) -> dict[str, str]:
-    return dict(Step.objects.filter(workflow=workflow).values_list("name", "state"))
+    return dict(WorkflowStep.objects.filter(workflow=workflow).values_list("name", "state"))
 
 
 def act(client: Client, action: str, *workflows: Workflow) -> Any:
@@ -174,14 +174,14 @@ def test_markup_in_results_and_errors_is_escaped(admin_client: Client) -> None:
             traceback="<script>alert('traceback')</script>",
         ),
     )
-    bad = Step.objects.get(workflow=workflow, name="bad")
-    ok = Step.objects.get(workflow=workflow, name="ok")
+    bad = WorkflowStep.objects.get(workflow=workflow, name="bad")
+    ok = WorkflowStep.objects.get(workflow=workflow, name="ok")
 
     pages = [
         admin_client.get(change_url(workflow)),
-        admin_client.get(reverse("admin:baton_step_change", args=[bad.pk])),
-        admin_client.get(reverse("admin:baton_step_change", args=[ok.pk])),
-        admin_client.get(reverse("admin:baton_step_changelist")),
+        admin_client.get(reverse("admin:baton_workflowstep_change", args=[bad.pk])),
+        admin_client.get(reverse("admin:baton_workflowstep_change", args=[ok.pk])),
+        admin_client.get(reverse("admin:baton_workflowstep_changelist")),
     ]
 
     for page in pages:
@@ -225,7 +225,7 @@ def test_big_workflow_page_is_capped_and_takes_a_bounded_number_of_queries(
 
     # The note links to every step of this workflow in the steps list.
     steps = admin_client.get(
-        reverse("admin:baton_step_changelist"), {"workflow__exact": str(workflow.pk)}
+        reverse("admin:baton_workflowstep_changelist"), {"workflow__exact": str(workflow.pk)}
     )
     assert steps.status_code == 200
     assert steps.context["cl"].result_count == size
@@ -257,9 +257,9 @@ def test_step_changelist_filters_by_state_and_links_to_the_workflow(
     run_step(workflow, "a", completed(1))
 
     response = admin_client.get(
-        reverse("admin:baton_step_changelist"), {"state__exact": "completed"}
+        reverse("admin:baton_workflowstep_changelist"), {"state__exact": "completed"}
     )
-    searched = admin_client.get(reverse("admin:baton_step_changelist"), {"q": "b"})
+    searched = admin_client.get(reverse("admin:baton_workflowstep_changelist"), {"q": "b"})
 
     assert [s.name for s in response.context["cl"].result_list] == ["a"]
     assert change_url(workflow) in response.content.decode()
@@ -300,7 +300,7 @@ def test_retry_action_requeues_discarded_and_cancelled_steps(admin_client: Clien
     workflow.refresh_from_db()
     assert workflow.state == "executing"
     assert states(workflow) == {"a": "completed", "b": "available", "c": "waiting"}
-    b = Step.objects.get(workflow=workflow, name="b")
+    b = WorkflowStep.objects.get(workflow=workflow, name="b")
     assert b.job_id is not None and b.attempt == 0
     texts = [str(m) for m in response.context["messages"]]
     assert any("Retried 2 step(s) in 1 workflow(s)" in t for t in texts), texts
@@ -318,8 +318,11 @@ def test_without_change_permission_the_actions_are_not_offered_nor_run(
     assert page.status_code == 200
     assert detail.status_code == 200
     assert "<p>a</p>" in detail.content.decode()  # steps are visible to viewers
-    a = Step.objects.get(workflow=workflow, name="a")
-    assert viewer_client.get(reverse("admin:baton_step_change", args=[a.pk])).status_code == 200
+    a = WorkflowStep.objects.get(workflow=workflow, name="a")
+    assert (
+        viewer_client.get(reverse("admin:baton_workflowstep_change", args=[a.pk])).status_code
+        == 200
+    )
     assert page.context["action_form"] is None  # no action offered at all
     workflow.refresh_from_db()
     assert workflow.state == "executing"

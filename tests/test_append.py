@@ -9,7 +9,7 @@ import pytest
 from django.db import connections
 
 import baton
-from baton.models import Step, StepDependency, Workflow
+from baton.models import StepDependency, Workflow, WorkflowStep
 from baton.testing import wait_for_workflow
 from tests.helpers import run_step
 from tests.testapp.tasks import Collect, Echo
@@ -17,8 +17,8 @@ from tests.testapp.tasks import Collect, Echo
 pytestmark = pytest.mark.usefixtures("clean_jobs")
 
 
-def step(workflow: Any, name: str) -> Step:
-    return Step.objects.get(workflow=workflow, name=name)
+def step(workflow: Any, name: str) -> WorkflowStep:
+    return WorkflowStep.objects.get(workflow=workflow, name=name)
 
 
 def test_appended_steps_wait_for_unfinished_deps_and_not_for_completed_ones() -> None:
@@ -46,7 +46,7 @@ def test_appended_steps_wait_for_unfinished_deps_and_not_for_completed_ones() ->
 
 def test_a_bad_append_writes_nothing() -> None:
     workflow = baton.new("strict").add("a", Echo.new()).insert()
-    before = (Step.objects.count(), StepDependency.objects.count())
+    before = (WorkflowStep.objects.count(), StepDependency.objects.count())
     cases = [
         (baton.append(workflow).add("a", Echo.new()), "duplicate step name 'a'"),
         (baton.append(workflow).add("x", Echo.new(), deps=["nope"]), "unknown step 'nope'"),
@@ -62,7 +62,7 @@ def test_a_bad_append_writes_nothing() -> None:
         with pytest.raises(baton.InvalidWorkflow) as caught:
             builder.insert()
         assert any(message in error for error in caught.value.errors), caught.value.errors
-    assert (Step.objects.count(), StepDependency.objects.count()) == before
+    assert (WorkflowStep.objects.count(), StepDependency.objects.count()) == before
     workflow.refresh_from_db()
     assert workflow.step_count == 1
 
@@ -72,7 +72,7 @@ def test_appending_to_a_finished_workflow_is_refused() -> None:
     run_step(workflow, "a")
     with pytest.raises(baton.BatonError, match="is completed; only an executing workflow"):
         baton.append(workflow).add("late", Echo.new(), deps=["a"]).insert()
-    assert not Step.objects.filter(name="late").exists()
+    assert not WorkflowStep.objects.filter(name="late").exists()
 
 
 def test_a_dep_that_failed_is_refused() -> None:
@@ -128,7 +128,7 @@ def test_appended_workflow_row_counts_match_its_steps() -> None:
     workflow = baton.new("counts").add("a", Echo.new()).insert()
     baton.append(workflow).add_many("g", [Echo.new() for _ in range(3)], deps=["a"]).insert()
     workflow = Workflow.objects.get(pk=workflow.pk)
-    assert workflow.step_count == Step.objects.filter(workflow=workflow).count() == 4
+    assert workflow.step_count == WorkflowStep.objects.filter(workflow=workflow).count() == 4
 
 
 def test_the_sweep_releases_a_waiting_step_whose_deps_all_completed() -> None:
@@ -139,7 +139,7 @@ def test_the_sweep_releases_a_waiting_step_whose_deps_all_completed() -> None:
     workflow = baton.new("backstop").add("a", Echo.new()).add("b", Echo.new(), deps=["a"]).insert()
     run_step(workflow, "a")
     # What a missed release looks like: b still counts a as pending.
-    Step.objects.filter(workflow=workflow, name="b").update(state="waiting", deps_pending=1)
+    WorkflowStep.objects.filter(workflow=workflow, name="b").update(state="waiting", deps_pending=1)
     report = sweep(prune_after=None)
     assert report.released == 1
     assert step(workflow, "b").state == "available"

@@ -22,7 +22,7 @@ from baton.broadcast import (
     workflow_group,
     workflow_payload,
 )
-from baton.models import Step, Workflow
+from baton.models import Workflow, WorkflowStep
 from baton.testing import assert_completed, wait_for_workflow
 from tests.testapp.tasks import Echo, FakeModelCall, Flaky
 
@@ -151,12 +151,12 @@ def test_payloads_carry_costs_as_decimal_strings():
     Workflow.objects.filter(pk=workflow.pk).update(
         cost_usd=Decimal("0.000354"), unpriced_calls=2, reason="budget exceeded: $2.01"
     )
-    Step.objects.filter(workflow=workflow, name="a").update(
+    WorkflowStep.objects.filter(workflow=workflow, name="a").update(
         cost_usd=Decimal("0.000354"), unpriced_calls=2
     )
     workflow.refresh_from_db()
-    a = Step.objects.get(workflow=workflow, name="a")
-    b = Step.objects.get(workflow=workflow, name="b")
+    a = WorkflowStep.objects.get(workflow=workflow, name="a")
+    b = WorkflowStep.objects.get(workflow=workflow, name="b")
     assert isinstance(a.cost_usd, Decimal)  # as the column reads, with its 15 places
 
     summary = workflow_payload(workflow)
@@ -174,7 +174,7 @@ def test_payloads_carry_costs_as_decimal_strings():
 def test_step_events_carry_the_workflow_totals_only_when_the_signal_has_them(settings, monkeypatch):
     settings.BATON = {"CHANNEL_LAYER": "default"}
     workflow = baton.new("totals").add("a", Echo.new()).insert()
-    step = Step.objects.get(workflow=workflow)
+    step = WorkflowStep.objects.get(workflow=workflow)
     sent: list[dict] = []
     monkeypatch.setattr(broadcast, "send", lambda groups, event: sent.append(event))
 
@@ -234,7 +234,7 @@ def test_a_worker_broadcasts_costs_that_match_the_ledger(redis_layer, start_work
 
     messages = drain(redis_layer, channel, everything)
     workflow.refresh_from_db()
-    steps = {step.name: step for step in Step.objects.filter(workflow=workflow)}
+    steps = {step.name: step for step in WorkflowStep.objects.filter(workflow=workflow)}
     assert workflow.cost_usd is not None and workflow.cost_usd > 0
     assert workflow.unpriced_calls == 1
     assert steps["unknown"].cost_usd is None and steps["unknown"].unpriced_calls == 1

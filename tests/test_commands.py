@@ -13,7 +13,7 @@ from django.utils import timezone
 
 import baton
 from baton.execution import advance
-from baton.models import Step, Workflow
+from baton.models import Workflow, WorkflowStep
 from tests.testapp.tasks import Collect, Echo
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -38,7 +38,7 @@ def diamond() -> Workflow:
 
 def test_show_draws_steps_in_dependency_order_with_states_and_progress(clean_jobs):
     workflow = diamond()
-    a = Step.objects.get(workflow=workflow, name="a")
+    a = WorkflowStep.objects.get(workflow=workflow, name="a")
     claimed = advance.claim(a.id, a.job_id)
     advance.finish(claimed, advance.Completed(value_json="1", size_bytes=1))
 
@@ -65,7 +65,7 @@ def test_show_says_what_model_calls_cost(clean_jobs):
         .add("b", Echo.new(), deps=["a"])
         .insert()
     )
-    a = Step.objects.get(workflow=workflow, name="a")
+    a = WorkflowStep.objects.get(workflow=workflow, name="a")
     ledger = Ledger()
     ledger.record(Usage(model="gpt-4o", input_tokens=1000, output_tokens=100), "priced")
     ledger.record(Usage(model="acme-9000", input_tokens=1, output_tokens=1), "unknown")
@@ -101,7 +101,7 @@ def test_unknown_workflow_is_a_clear_error(clean_jobs):
 def test_cancel_then_retry(clean_jobs):
     workflow = diamond()
     assert "is cancelled; 4 step(s) cancelled" in run("cancel", str(workflow.pk))
-    assert set(Step.objects.filter(workflow=workflow).values_list("state", flat=True)) == {
+    assert set(WorkflowStep.objects.filter(workflow=workflow).values_list("state", flat=True)) == {
         "cancelled"
     }
     with connection.cursor() as cursor:
@@ -109,13 +109,13 @@ def test_cancel_then_retry(clean_jobs):
         assert cursor.fetchone()[0] == 0  # the root's queued job was cancelled too
 
     assert "is executing; 4 step(s) re-queued" in run("retry", str(workflow.pk))
-    states = dict(Step.objects.filter(workflow=workflow).values_list("name", "state"))
+    states = dict(WorkflowStep.objects.filter(workflow=workflow).values_list("name", "state"))
     assert states == {"a": "available", "b": "waiting", "c": "waiting", "d": "waiting"}
 
 
 def test_sweep_reports_what_it_rescued(clean_jobs):
     workflow = diamond()
-    a = Step.objects.get(workflow=workflow, name="a")
+    a = WorkflowStep.objects.get(workflow=workflow, name="a")
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM procrastinate_jobs WHERE id = %s", [a.job_id])
     out = run("sweep")

@@ -25,7 +25,7 @@ from django.db import Error as DatabaseError
 from django.db import close_old_connections, connection, connections
 
 import baton
-from baton.models import Step, StepResult, Workflow
+from baton.models import StepResult, Workflow, WorkflowStep
 from baton.sweep import SweepReport, sweep
 from baton.testing import WorkerProcess, assert_completed
 from tests.testapp import failpoints
@@ -79,7 +79,9 @@ def sweep_until_finished(
             except DatabaseError:
                 connection.close()
         if time.monotonic() > deadline:
-            states = Counter(Step.objects.filter(workflow=workflow).values_list("state", flat=True))
+            states = Counter(
+                WorkflowStep.objects.filter(workflow=workflow).values_list("state", flat=True)
+            )
             raise AssertionError(
                 f"workflow not finished after {timeout}s of sweeping: steps {dict(states)}, "
                 f"{open_step_jobs(workflow)} open job(s)"
@@ -110,7 +112,7 @@ def perform_runs(workflow: Workflow) -> Counter[str]:
 
 def assert_each_step_completed_once(workflow: Workflow) -> None:
     assert_completed(workflow)
-    names = set(Step.objects.filter(workflow=workflow).values_list("name", flat=True))
+    names = set(WorkflowStep.objects.filter(workflow=workflow).values_list("name", flat=True))
     done = completions(workflow)
     twice = {name: n for name, n in done.items() if n != 1}
     assert not twice, f"steps completed more than once: {twice}"
@@ -163,7 +165,7 @@ def test_kill_9_at_each_point_of_a_step(point: str, add_worker) -> None:  # type
     assert doomed.process is not None
     wait_until(lambda: doomed.process.poll() is not None, 30, f"the worker to die at {point}")
     assert doomed.process.returncode == -signal.SIGKILL, doomed.log_tail()
-    b = Step.objects.get(workflow=workflow, name="b")
+    b = WorkflowStep.objects.get(workflow=workflow, name="b")
     assert b.state == ("completed" if point == "committed" else "executing")
     # Procrastinate never heard back; a committed completion ended its job itself.
     assert job_status(b.job_id) == ("succeeded" if point == "committed" else "doing")
@@ -264,7 +266,7 @@ def test_deleted_job_rows_are_rescued_by_the_sweep(add_worker) -> None:  # type:
             [str(workflow.pk)],
         )
         deleted = [row[0] for row in cursor.fetchall()]
-    lost = dict(Step.objects.filter(job_id__in=deleted).values_list("name", "job_id"))
+    lost = dict(WorkflowStep.objects.filter(job_id__in=deleted).values_list("name", "job_id"))
     assert len(lost) >= 10, f"expected jobs waiting in the queue, deleted {len(lost)}"
 
     reports = sweep_until_finished(workflow)
@@ -273,7 +275,7 @@ def test_deleted_job_rows_are_rescued_by_the_sweep(add_worker) -> None:  # type:
     rescued = {name.split("/", 1)[1] for r in reports for name in r.rescued}
     # Every lost step got a new job (the workers' periodic sweep may have done some).
     for name, old_job in lost.items():
-        assert Step.objects.get(workflow=workflow, name=name).job_id != old_job, name
+        assert WorkflowStep.objects.get(workflow=workflow, name=name).job_id != old_job, name
     assert rescued <= set(lost)
     # A job deleted while waiting never ran: each perform() ran exactly once.
     assert set(perform_runs(workflow).values()) == {1}
@@ -339,7 +341,7 @@ def test_kill_9_storm(add_worker, background_sweeps) -> None:  # type: ignore[no
     assert_each_step_completed_once(workflow)
     assert set(runs) == set(completions(workflow)), summary
     # Re-runs happen only for attempts that never committed: at most one per lost attempt.
-    attempts = dict(Step.objects.filter(workflow=workflow).values_list("name", "attempt"))
+    attempts = dict(WorkflowStep.objects.filter(workflow=workflow).values_list("name", "attempt"))
     over = {name: (n, attempts[name]) for name, n in runs.items() if n > attempts[name]}
     assert not over, f"perform() ran more often than the step was attempted: {over}; {summary}"
 
@@ -373,8 +375,8 @@ def test_kill_9_at_each_point_of_a_grafting_step(point: str, add_worker) -> None
     assert doomed.process is not None
     wait_until(lambda: doomed.process.poll() is not None, 30, f"the worker to die at {point}")
     assert doomed.process.returncode == -signal.SIGKILL, doomed.log_tail()
-    g = Step.objects.get(workflow=workflow, name="g")
-    parts = Step.objects.filter(workflow=workflow, group="parts")
+    g = WorkflowStep.objects.get(workflow=workflow, name="g")
+    parts = WorkflowStep.objects.filter(workflow=workflow, group="parts")
     if point == "committed":
         assert g.state == "completed" and parts.count() == PARTS
     else:  # nothing of the graft was committed
@@ -393,11 +395,13 @@ def test_kill_9_at_each_point_of_a_grafting_step(point: str, add_worker) -> None
     names = {f"parts[{i}]" for i in range(PARTS)}
     assert dict(parts.values_list("name", "grafted_by")) == dict.fromkeys(names, g.id)
     workflow.refresh_from_db()
-    assert workflow.step_count == Step.objects.filter(workflow=workflow).count() == PARTS + 2
+    assert (
+        workflow.step_count == WorkflowStep.objects.filter(workflow=workflow).count() == PARTS + 2
+    )
     counts = perform_runs(workflow)
     assert all(counts[name] == 1 for name in names), counts
     assert counts["after"] == 1
-    after = Step.objects.get(workflow=workflow, name="after")
+    after = WorkflowStep.objects.get(workflow=workflow, name="after")
     assert (after.deps_total, after.deps_pending) == (1 + PARTS, 0)
     assert after.result_value()["seen"] == {
         str(i): {"step": f"parts[{i}]", "attempt": 1} for i in range(PARTS)

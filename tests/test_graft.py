@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import baton
-from baton.models import Step
+from baton.models import WorkflowStep
 from baton.testing import wait_for_workflow
 from tests.testapp.models import PerformRun
 from tests.testapp.tasks import Collect, Echo, ListUrls, Nest
@@ -18,8 +18,8 @@ pytestmark = [pytest.mark.usefixtures("clean_jobs"), pytest.mark.worker]
 URLS = [f"https://example.org/page/{i}" for i in range(6)]
 
 
-def step(workflow: Any, name: str) -> Step:
-    return Step.objects.get(workflow=workflow, name=name)
+def step(workflow: Any, name: str) -> WorkflowStep:
+    return WorkflowStep.objects.get(workflow=workflow, name=name)
 
 
 def runs(workflow: Any) -> Counter[str]:
@@ -47,13 +47,13 @@ def test_a_step_maps_over_its_result_and_the_compile_step_waits_for_all(
     compile_step = step(workflow, "compile")
     assert (compile_step.deps_total, compile_step.deps_pending) == (1 + len(URLS), 0)
     # compile started after every grafted step finished.
-    grafted = Step.objects.filter(workflow=workflow, group="summaries")
+    grafted = WorkflowStep.objects.filter(workflow=workflow, group="summaries")
     assert compile_step.started_at >= max(s.finished_at for s in grafted)
     # Each grafted step records the step that grafted it; the others record none.
     listed = step(workflow, "list")
     assert {s.grafted_by_id for s in grafted} == {listed.id}
     assert list(listed.grafted.order_by("id")) == list(grafted.order_by("id"))
-    assert Step.objects.filter(workflow=workflow, grafted_by__isnull=True).count() == 3
+    assert WorkflowStep.objects.filter(workflow=workflow, grafted_by__isnull=True).count() == 3
 
 
 def test_a_failed_attempt_s_graft_is_dropped_and_the_retry_adds_it_once(
@@ -68,7 +68,7 @@ def test_a_failed_attempt_s_graft_is_dropped_and_the_retry_adds_it_once(
     )
     workflow = wait_for_workflow(workflow, timeout=60)
     assert workflow.state == "completed"
-    assert Step.objects.filter(workflow=workflow, group="summaries").count() == 3
+    assert WorkflowStep.objects.filter(workflow=workflow, group="summaries").count() == 3
     counts = runs(workflow)
     assert counts["list"] == 2
     assert all(counts[f"summaries[{url}]"] == 1 for url in URLS[:3])
@@ -87,7 +87,7 @@ def test_an_invalid_graft_fails_the_attempt_and_writes_nothing(start_worker: Any
     listed = step(workflow, "list")
     assert listed.state == "discarded"
     assert "invalid graft" in listed.last_error and "'other'" in listed.last_error
-    assert Step.objects.filter(workflow=workflow).count() == 2
+    assert WorkflowStep.objects.filter(workflow=workflow).count() == 2
     assert workflow.step_count == 2
 
 
@@ -107,7 +107,7 @@ def test_grafts_nest_up_to_graft_max_depth_and_no_deeper(start_worker: Any) -> N
     start_worker(concurrency=2)
     workflow = baton.new("nest").add("nest0", Nest.new(levels=20)).insert()
     workflow = wait_for_workflow(workflow, timeout=90)
-    names = list(Step.objects.filter(workflow=workflow).values_list("name", flat=True))
+    names = list(WorkflowStep.objects.filter(workflow=workflow).values_list("name", flat=True))
     assert names == [f"nest{level}" for level in range(9)]
     for level in range(1, 9):
         grafter = step(workflow, f"nest{level - 1}")
@@ -140,8 +140,8 @@ def test_a_graft_over_graft_max_steps_fails_the_attempt_and_writes_nothing(
     listed = step(over, "list")
     assert listed.state == "discarded"
     assert "invalid graft: it has 4 steps, over BATON['GRAFT_MAX_STEPS'] = 3" in (listed.last_error)
-    assert Step.objects.filter(workflow=over).count() == 2 and over.step_count == 2
+    assert WorkflowStep.objects.filter(workflow=over).count() == 2 and over.step_count == 2
     assert step(over, "compile").state == "cancelled"
     at_limit = wait_for_workflow(at_limit, timeout=60)
     assert at_limit.state == "completed"
-    assert Step.objects.filter(workflow=at_limit, group="summaries").count() == 3
+    assert WorkflowStep.objects.filter(workflow=at_limit, group="summaries").count() == 3

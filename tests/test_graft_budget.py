@@ -23,7 +23,7 @@ from django.test.utils import CaptureQueriesContext
 import baton
 from baton.execution import advance
 from baton.execution.graft import GraftBuilder, graft_problems
-from baton.models import Step, StepDependency, Workflow
+from baton.models import StepDependency, Workflow, WorkflowStep
 from tests.testapp.tasks import Configured, Echo
 
 pytestmark = pytest.mark.usefixtures("clean_jobs")
@@ -69,7 +69,7 @@ def grafting_workflow(size: int) -> Workflow:
 def measure(size: int, copies: list[str]) -> tuple[int, int, int]:
     """(statements of the check, of the completion, COPYs) for a graft of `size` steps."""
     workflow = grafting_workflow(size)
-    row = Step.objects.get(workflow=workflow, name="g")
+    row = WorkflowStep.objects.get(workflow=workflow, name="g")
     assert row.job_id is not None
     claimed = advance.claim(row.id, row.job_id)
     assert claimed is not None
@@ -85,11 +85,11 @@ def measure(size: int, copies: list[str]) -> tuple[int, int, int]:
     for query in [*check_queries, *finish_queries]:  # shown by pytest when a test fails
         print(f"    {' '.join(query['sql'].split())[:120]}")
     # What the completion wrote: the graft, its jobs, and `after` waiting for all of it.
-    parts = Step.objects.filter(workflow=workflow, group="parts")
+    parts = WorkflowStep.objects.filter(workflow=workflow, group="parts")
     assert parts.count() == size
     assert set(parts.values_list("state", flat=True)) == {"available"}
     assert parts.filter(job_id__isnull=True, grafted_by=row.id).count() == 0
-    after = Step.objects.get(workflow=workflow, name="after")
+    after = WorkflowStep.objects.get(workflow=workflow, name="after")
     assert (after.state, after.deps_total, after.deps_pending) == ("waiting", 1 + size, size)
     assert StepDependency.objects.filter(workflow=workflow).count() == 1 + 2 * size
     return len(check_queries), len(finish_queries), len(copies)
@@ -126,14 +126,16 @@ def test_a_grafted_step_s_job_looks_like_an_inserted_step_s() -> None:
     """The graft inserts its ready steps' jobs by a statement of its own (not through
     Procrastinate's defer, as insert() does): workers cannot tell them apart."""
     workflow = baton.new("jobs").add("g", Echo.new()).add("twin", Configured.new()).insert()
-    row = Step.objects.get(workflow=workflow, name="g")
+    row = WorkflowStep.objects.get(workflow=workflow, name="g")
     claimed = advance.claim(row.id, row.job_id)
     assert claimed is not None
     graft = GraftBuilder("graft of g", workflow.pk)
     graft.add("grafted", Configured.new(), deps=["g"])
     assert graft_problems(claimed, graft) == []
     assert advance.finish(claimed, advance.Completed(value_json=None, graft=graft))
-    twin, grafted = (Step.objects.get(workflow=workflow, name=n) for n in ("twin", "grafted"))
+    twin, grafted = (
+        WorkflowStep.objects.get(workflow=workflow, name=n) for n in ("twin", "grafted")
+    )
     inserted_job, grafted_job = job_row(twin.job_id), job_row(grafted.job_id)
     for job, step in ((inserted_job, twin), (grafted_job, grafted)):
         assert job["args"] == {

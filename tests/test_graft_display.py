@@ -20,7 +20,7 @@ import baton
 from baton.broadcast import step_payload
 from baton.execution import advance
 from baton.execution.graft import GraftBuilder, graft_problems
-from baton.models import Step, Workflow
+from baton.models import Workflow, WorkflowStep
 from tests.helpers import run_step
 from tests.testapp.tasks import Echo
 
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("clean_jobs")
 
 def graft_from(workflow: Workflow, name: str, build: Callable[[GraftBuilder], Any]) -> None:
     """Run step `name` as a worker would, its perform() grafting what `build` adds."""
-    row = Step.objects.get(workflow=workflow, name=name)
+    row = WorkflowStep.objects.get(workflow=workflow, name=name)
     assert row.job_id is not None, f"{name} is {row.state}"
     claimed = advance.claim(row.id, row.job_id)
     assert claimed is not None
@@ -61,7 +61,7 @@ def grafted() -> Workflow:
 
 
 def ids(workflow: Workflow) -> dict[str, int]:
-    return dict(Step.objects.filter(workflow=workflow).values_list("name", "id"))
+    return dict(WorkflowStep.objects.filter(workflow=workflow).values_list("name", "id"))
 
 
 def test_the_workflow_page_lists_each_graft_under_its_step(
@@ -82,19 +82,20 @@ def test_a_step_page_links_its_grafting_step_and_its_graft(
     admin_client: Client, grafted: Workflow
 ) -> None:
     step_ids = ids(grafted)
-    page = admin_client.get(reverse("admin:baton_step_change", args=[step_ids["parts[1]"]]))
+    page = admin_client.get(reverse("admin:baton_workflowstep_change", args=[step_ids["parts[1]"]]))
     text = page.content.decode()
-    grafter_url = reverse("admin:baton_step_change", args=[step_ids["list"]])
+    grafter_url = reverse("admin:baton_workflowstep_change", args=[step_ids["list"]])
     assert f'<a href="{grafter_url}">list</a>' in text
     graft_url = (
-        reverse("admin:baton_step_changelist") + f"?grafted_by__exact={step_ids['parts[1]']}"
+        reverse("admin:baton_workflowstep_changelist")
+        + f"?grafted_by__exact={step_ids['parts[1]']}"
     )
     assert f'<a href="{graft_url}">1 step(s)</a> added by its job.graft()' in text
     listed = admin_client.get(graft_url)
     assert listed.status_code == 200
     assert [step.name for step in listed.context["cl"].result_list] == ["deep"]
     # A step nobody grafted, and that grafted nothing.
-    other = admin_client.get(reverse("admin:baton_step_change", args=[step_ids["other"]]))
+    other = admin_client.get(reverse("admin:baton_workflowstep_change", args=[step_ids["other"]]))
     assert "added by its job.graft()" not in other.content.decode()
 
 
@@ -138,9 +139,12 @@ def test_step_events_carry_the_grafting_step(
     grafted: Workflow, django_assert_num_queries: Any
 ) -> None:
     step_ids = ids(grafted)
-    assert step_payload(Step.objects.get(pk=step_ids["deep"]))["grafted_by"] == step_ids["parts[1]"]
-    assert step_payload(Step.objects.get(pk=step_ids["list"]))["grafted_by"] is None
+    assert (
+        step_payload(WorkflowStep.objects.get(pk=step_ids["deep"]))["grafted_by"]
+        == step_ids["parts[1]"]
+    )
+    assert step_payload(WorkflowStep.objects.get(pk=step_ids["list"]))["grafted_by"] is None
     # A step loaded without the column (a snapshot's .only()) costs no query for it.
-    partial = Step.objects.only(*LIVE_FIELDS).get(pk=step_ids["deep"])
+    partial = WorkflowStep.objects.only(*LIVE_FIELDS).get(pk=step_ids["deep"])
     with django_assert_num_queries(0):
         assert "grafted_by" in step_payload(partial)

@@ -23,7 +23,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 import baton
-from baton.models import Step, StepDependency, StepResult, Workflow
+from baton.models import StepDependency, StepResult, Workflow, WorkflowStep
 from baton.testing import wait_for_workflow
 from tests.testapp.models import PerformRun
 from tests.testapp.tasks import Echo, Hostile
@@ -58,12 +58,12 @@ def test_every_hostile_outcome_is_recorded_in_one_attempt(start_worker: Any) -> 
         PerformRun.objects.filter(workflow_id=workflow.pk).values_list("step", flat=True)
     )
     for case, (state, text) in OUTCOMES.items():
-        row = Step.objects.get(workflow=workflow, name=case)
+        row = WorkflowStep.objects.get(workflow=workflow, name=case)
         assert row.state == state, (case, row.state, row.last_error)
         assert text in row.last_error or text in row.reason, (case, row.last_error, row.reason)
         assert runs[case] == 1, (case, runs[case])
         assert not StepResult.objects.filter(step=row).exists()
-    assert Step.objects.get(workflow=workflow, name="after").state == "completed"
+    assert WorkflowStep.objects.get(workflow=workflow, name="after").state == "completed"
     # `after` ignores discarded dependencies: the failures are absorbed.
     assert workflow.state == "completed"
 
@@ -187,7 +187,7 @@ def test_bad_build_input_is_named_and_writes_nothing(label: str, build: Any, mes
     with pytest.raises(baton.InvalidWorkflow) as caught:
         build().insert()
     assert any(message in error for error in caught.value.errors), caught.value.errors
-    assert not Workflow.objects.exists() and not Step.objects.exists()
+    assert not Workflow.objects.exists() and not WorkflowStep.objects.exists()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -231,7 +231,7 @@ def test_concurrent_inserts_with_one_workflow_id_one_wins_the_others_are_told() 
     assert all(f"a workflow with id {workflow_id} already exists" in o.errors[0] for o in losers)
     # Only the winner's rows exist: one workflow, its one step.
     assert list(Workflow.objects.values_list("name", flat=True)) == [winners[0].name]
-    assert Step.objects.count() == 1
+    assert WorkflowStep.objects.count() == 1
 
 
 # Command arguments: argv -> the text of the CommandError naming the argument. A refused

@@ -36,7 +36,7 @@ from baton.live import views
 from baton.live.layout import depths, layout
 from baton.llm.ledger import Call
 from baton.llm.usage import Usage
-from baton.models import Step, Workflow
+from baton.models import Workflow, WorkflowStep
 from baton.routing import websocket_urlpatterns
 from tests.helpers import (
     chain,
@@ -233,7 +233,9 @@ class TestViews:
             "c": "waiting",
         }
         assert sorted(parsed.texts) == ["available", "completed", "waiting"]  # words too
-        versions = dict(Step.objects.filter(workflow=workflow).values_list("name", "version"))
+        versions = dict(
+            WorkflowStep.objects.filter(workflow=workflow).values_list("name", "version")
+        )
         assert {n: int(node["data-version"] or -1) for n, node in parsed.nodes.items()} == versions
         # Header: state, progress n/m, timings and the cost (no model call: none).
         assert 'data-role="workflow-state" data-state="executing">executing</span>' in html
@@ -351,7 +353,7 @@ class TestViews:
         assert (summary["budget_usd"], summary["reason"]) == ("2", "")
         costs = {s["name"]: (s["cost_usd"], s["unpriced_calls"]) for s in decoded["steps"]}
         assert costs == {"a": ("0.00027", 0), "b": (None, 1), "c": (None, 0)}
-        for step in Step.objects.filter(workflow=workflow):
+        for step in WorkflowStep.objects.filter(workflow=workflow):
             assert costs[step.name] == (decimal_text(step.cost_usd), step.unpriced_calls)
         assert format_usd(Decimal(summary["cost_usd"]), 1) == "$0.00027 + 1 unpriced"
 
@@ -517,7 +519,9 @@ class TestConsumers:
             assert steps == {
                 name: (state, version)
                 for name, state, version in await database_sync_to_async(list)(
-                    Step.objects.filter(workflow=workflow).values_list("name", "state", "version")
+                    WorkflowStep.objects.filter(workflow=workflow).values_list(
+                        "name", "state", "version"
+                    )
                 )
             }
             assert steps["a"][0] == "completed" and steps["b"][0] == "available"
@@ -556,8 +560,12 @@ class TestConsumers:
             assert (await socket.connect(timeout=10))[0]
             assert (await socket.receive_json_from(timeout=10))["type"] == "snapshot"
 
-            step = await database_sync_to_async(Step.objects.get)(workflow=workflow, name="c")
-            other_step = await database_sync_to_async(Step.objects.get)(workflow=other, name="c")
+            step = await database_sync_to_async(WorkflowStep.objects.get)(
+                workflow=workflow, name="c"
+            )
+            other_step = await database_sync_to_async(WorkflowStep.objects.get)(
+                workflow=other, name="c"
+            )
             step.version = 99
             # To the wrong workflow's group: never seen here.
             await database_sync_to_async(broadcast.on_step_transitioned)(
@@ -577,8 +585,8 @@ class TestConsumers:
     def test_step_detail_on_request(self, redis_layer) -> None:
         workflow = chain("detail")
         run_step(workflow, "a", Discarded(error="Traceback: <b>boom</b>", traceback="", reason="r"))
-        step_a = Step.objects.get(workflow=workflow, name="a")
-        foreign = Step.objects.get(workflow=chain("foreign"), name="a")
+        step_a = WorkflowStep.objects.get(workflow=workflow, name="a")
+        foreign = WorkflowStep.objects.get(workflow=chain("foreign"), name="a")
         user = make_user(staff=True)
 
         async def scenario() -> None:
@@ -658,7 +666,7 @@ class TestConsumers:
             )
             finished = await receive_until(socket, lambda m: m["type"] == "workflow")
 
-            c = await database_sync_to_async(Step.objects.get)(workflow=workflow, name="c")
+            c = await database_sync_to_async(WorkflowStep.objects.get)(workflow=workflow, name="c")
             fresh = await database_sync_to_async(Workflow.objects.get)(pk=workflow.pk)
             assert fresh.cost_usd == Decimal("0.000354")
             assert (done["step"]["cost_usd"], done["step"]["unpriced_calls"]) == (

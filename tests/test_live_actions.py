@@ -11,7 +11,7 @@ from django.test import Client
 from django.urls import reverse
 
 from baton.execution.advance import Discarded
-from baton.models import Step, Workflow
+from baton.models import Workflow, WorkflowStep
 from tests import test_live
 from tests.helpers import chain, run_step
 from tests.test_live import communicator, in_loop, make_user, receive_until
@@ -43,7 +43,7 @@ def changer() -> User:
 
 
 def states(workflow: Workflow) -> dict[str, str]:
-    return dict(Step.objects.filter(workflow=workflow).values_list("name", "state"))
+    return dict(WorkflowStep.objects.filter(workflow=workflow).values_list("name", "state"))
 
 
 class TestActions:
@@ -156,9 +156,11 @@ class TestActions:
 class TestExplanation:
     def test_the_admin_step_page_says_why_a_step_waits(self, admin_client: Client) -> None:
         workflow = chain("waits")
-        step = Step.objects.get(workflow=workflow, name="b")
+        step = WorkflowStep.objects.get(workflow=workflow, name="b")
 
-        html = admin_client.get(reverse("admin:baton_step_change", args=[step.pk])).content.decode()
+        html = admin_client.get(
+            reverse("admin:baton_workflowstep_change", args=[step.pk])
+        ).content.decode()
 
         assert "why it is here" in html.lower()
         assert "waits for 1 of its 1 dependency: a (available)" in html
@@ -187,7 +189,7 @@ class TestExplanation:
 class TestOnTheSocket:
     def test_the_detail_carries_the_explanation(self, redis_layer) -> None:
         workflow = chain("why")
-        step_b = Step.objects.get(workflow=workflow, name="b")
+        step_b = WorkflowStep.objects.get(workflow=workflow, name="b")
         user = make_user(staff=True)
 
         async def scenario() -> None:

@@ -29,7 +29,7 @@ from django.urls import reverse
 import baton
 from baton.broadcast import decimal_text
 from baton.display import format_usd
-from baton.models import Step, Workflow
+from baton.models import Workflow, WorkflowStep
 from baton.testing import wait_for_workflow
 from tests.helpers import free_port
 from tests.testapp.tasks import Echo, FakeModelCall
@@ -392,7 +392,7 @@ def test_costs_show_on_the_workflow_and_list_pages_and_follow_each_transition(
             expect(header).to_have_text("completed")
             final = off_loop(Workflow.objects.get, pk=workflow.pk)
             steps = off_loop(
-                lambda: {s.name: s for s in Step.objects.filter(workflow_id=workflow.pk)}
+                lambda: {s.name: s for s in WorkflowStep.objects.filter(workflow_id=workflow.pk)}
             )
             assert final.cost_usd is not None and final.unpriced_calls == 1
             total = format_usd(final.cost_usd, final.unpriced_calls)

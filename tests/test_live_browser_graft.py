@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 from django.urls import reverse
 
 import baton
-from baton.models import Step, Workflow
+from baton.models import Workflow, WorkflowStep
 from baton.testing import wait_for_workflow
 from tests import test_live_browser
 from tests.test_live_browser import PASSWORD, SCREENSHOT, off_loop
@@ -61,14 +61,14 @@ def test_grafted_steps_are_announced_live_and_drawn_in_a_frame_of_their_grafter(
             page.click('[data-role="redraw"]')
             page.wait_for_selector('body[data-socket="live"][data-snapshot="received"]')
             expect(page.locator("#baton-graph .node")).to_have_count(5)
-            listed = off_loop(Step.objects.get, workflow_id=workflow.pk, name="list")
+            listed = off_loop(WorkflowStep.objects.get, workflow_id=workflow.pk, name="list")
             frame = page.locator(f'.graft[data-grafted-by="{listed.id}"]')
             expect(frame.locator("text")).to_have_text("grafted by list")
             box = frame.locator("rect").bounding_box()
             assert box is not None
             grafted = off_loop(
                 lambda: list(
-                    Step.objects.filter(workflow_id=workflow.pk, grafted_by=listed.id)
+                    WorkflowStep.objects.filter(workflow_id=workflow.pk, grafted_by=listed.id)
                     .order_by("id")
                     .values_list("name", flat=True)
                 )

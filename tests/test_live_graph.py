@@ -15,7 +15,7 @@ from django.urls import reverse
 import baton
 from baton.live import views
 from baton.live.layout import Via, layout
-from baton.models import Step, Workflow
+from baton.models import Workflow, WorkflowStep
 from tests.helpers import run_step
 from tests.test_live import parse_nodes
 from tests.testapp.tasks import Echo
@@ -113,8 +113,8 @@ class TestBigGraphs:
     ) -> None:
         workflow = fan(2, name="mixed")
         run_step(workflow, "root")
-        step = Step.objects.get(workflow=workflow, name="fan[0]")
-        Step.objects.filter(pk=step.pk).update(state="executing")
+        step = WorkflowStep.objects.get(workflow=workflow, name="fan[0]")
+        WorkflowStep.objects.filter(pk=step.pk).update(state="executing")
 
         html = page(admin_client, workflow)
 

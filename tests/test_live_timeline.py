@@ -12,7 +12,7 @@ from django.urls import reverse
 
 import baton
 from baton.live import views
-from baton.models import Step, Workflow
+from baton.models import Workflow, WorkflowStep
 from tests.helpers import run_step
 from tests.testapp.tasks import Echo
 
@@ -53,7 +53,7 @@ def test_every_step_has_a_lane_and_the_critical_path_is_marked(admin_client: Cli
 
 def test_the_critical_path_follows_the_dependency_that_finished_last() -> None:
     workflow = diamond()
-    steps = list(Step.objects.filter(workflow=workflow))
+    steps = list(WorkflowStep.objects.filter(workflow=workflow))
     ids = {s.name: s.id for s in steps}
     edges = [(ids[u], ids[d]) for u, d in (("a", "b"), ("a", "c"), ("b", "d"), ("c", "d"))]
     assert views.critical_path(steps, edges) == {ids["a"], ids["b"], ids["d"]}

@@ -17,7 +17,7 @@ from django.test.utils import CaptureQueriesContext
 
 import baton
 from baton.execution import advance
-from baton.models import Step, StepResult, Workflow
+from baton.models import StepResult, Workflow, WorkflowStep
 from tests.helpers import completed, run_step
 from tests.testapp.tasks import Echo
 
@@ -40,8 +40,8 @@ class Rollback(Exception):
     pass
 
 
-def step_row(workflow: Workflow, name: str) -> Step:
-    return Step.objects.get(workflow=workflow, name=name)
+def step_row(workflow: Workflow, name: str) -> WorkflowStep:
+    return WorkflowStep.objects.get(workflow=workflow, name=name)
 
 
 def claim(workflow: Workflow, name: str) -> advance.Claim:
@@ -128,7 +128,7 @@ def test_fan_out_does_not_grow_with_dependents(report: dict[str, tuple[int, int]
     report["fan-out root, 1,000 dependents"] = measure(large, "root")
     assert report["fan-out root, 10 dependents"] == report["fan-out root, 1,000 dependents"]
     assert report["fan-out root, 1,000 dependents"] == (CLAIM, FINISH_RELEASING)
-    assert Step.objects.filter(workflow=large, state="available").count() == 1_000
+    assert WorkflowStep.objects.filter(workflow=large, state="available").count() == 1_000
 
 
 def test_fan_in_does_not_grow_with_dependencies(report: dict[str, tuple[int, int]]) -> None:
@@ -203,7 +203,7 @@ def test_discard_cascade_is_constant_per_level(report: dict[str, tuple[int, int]
             report[f"discard cascade, {width} wide, {depth} level(s)"] = counts[width, depth]
             workflow.refresh_from_db()
             assert workflow.state == "failed"
-            assert Step.objects.filter(workflow=workflow, state="cancelled").count() == (
+            assert WorkflowStep.objects.filter(workflow=workflow, state="cancelled").count() == (
                 width * depth
             )
     for depth in (1, 2, 3):

@@ -18,7 +18,7 @@ from django.db import transaction
 from baton import signals
 from baton.execution import local_worker
 from baton.graph.states import StepState, can_transition
-from baton.models import Step, Workflow
+from baton.models import Workflow, WorkflowStep
 
 logger = logging.getLogger("baton")
 
@@ -28,11 +28,11 @@ class Announcements:
 
     def __init__(self, alias: str) -> None:
         self.alias = alias
-        self.transitions: list[tuple[Step, str, dict[str, Any]]] = []
+        self.transitions: list[tuple[WorkflowStep, str, dict[str, Any]]] = []
         self.finished_workflows: list[tuple[Any, str]] = []
         self.due: list[datetime.datetime | None] = []
 
-    def step(self, step: Step, old_state: str, **extra: Any) -> dict[str, Any]:
+    def step(self, step: WorkflowStep, old_state: str, **extra: Any) -> dict[str, Any]:
         """A transition to announce; `extra` goes to the signal's receivers as keywords
         (the workflow's running cost, when the transition recorded usage)."""
         if not can_transition(StepState(old_state), StepState(step.state)):
@@ -74,7 +74,7 @@ class Announcements:
 def _send_robustly(signal: Any, **kwargs: Any) -> None:
     # A failing receiver must not fail the step whose transition it observes.
     for receiver, response in signal.send_robust(
-        sender=Step if "step" in kwargs else Workflow, **kwargs
+        sender=WorkflowStep if "step" in kwargs else Workflow, **kwargs
     ):
         if isinstance(response, Exception):
             logger.error(

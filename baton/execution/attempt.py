@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from baton.llm.ledger import Call
-from baton.models import Step
+from baton.models import WorkflowStep
 
 
 # Every outcome carries the model calls its attempt recorded (baton.llm.ledger): they are
@@ -71,7 +71,7 @@ class WorkflowAtClaim:
 class Claim:
     """A step as claimed by one job's attempt."""
 
-    step: Step
+    step: WorkflowStep
     job_id: int
     attempt: int
     workflow: WorkflowAtClaim = dataclasses.field(default_factory=WorkflowAtClaim)

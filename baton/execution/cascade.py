@@ -20,12 +20,12 @@ from baton.execution.announce import Announcements
 from baton.execution.deferrer import JobRequest, defer_jobs
 from baton.execution.statements import STEP_COLUMNS, steps_from_rows
 from baton.graph.states import StepState, WorkflowState
-from baton.models import Step
+from baton.models import WorkflowStep
 
 S = StepState
 
 
-def job_request(step: Step, at: datetime.datetime | None = None) -> JobRequest:
+def job_request(step: WorkflowStep, at: datetime.datetime | None = None) -> JobRequest:
     return JobRequest(
         step_id=step.id,
         step_name=step.name,
@@ -38,7 +38,7 @@ def job_request(step: Step, at: datetime.datetime | None = None) -> JobRequest:
     )
 
 
-def enqueue(cursor: Any, steps: Sequence[Step], ann: Announcements) -> None:
+def enqueue(cursor: Any, steps: Sequence[WorkflowStep], ann: Announcements) -> None:
     """Defer one job per step and make the steps available (one statement each)."""
     if not steps:
         return
@@ -70,7 +70,7 @@ def _ignores(step_row: dict[str, Any], kind: str) -> bool:
 
 def fail_steps(
     cursor: Any,
-    failed: Sequence[Step],
+    failed: Sequence[WorkflowStep],
     ann: Announcements,
     unabsorbed: Collection[int] = (),
 ) -> None:

@@ -26,7 +26,7 @@ from baton.execution.statements import (
     steps_from_rows,
 )
 from baton.graph.states import StepState
-from baton.models import Step
+from baton.models import WorkflowStep
 
 logger = logging.getLogger("baton")
 S = StepState
@@ -83,7 +83,9 @@ UPDATE baton_step s
    AND s.state IN ({sql_states(S.AVAILABLE, S.SCHEDULED, S.RETRYABLE, S.EXECUTING)})
    AND (s.state <> {sql_state(S.EXECUTING)} OR s.attempt < s.max_attempts)
    AND w.id = old.workflow_id
-RETURNING {", ".join(f's."{f.column}" AS "baton_{f.attname}"' for f in Step._meta.concrete_fields)},
+RETURNING {
+    ", ".join(f's."{f.column}" AS "baton_{f.attname}"' for f in WorkflowStep._meta.concrete_fields)
+},
           old.old_state AS baton_old_state, old.job_id AS baton_job,
           {", ".join(f"w.{column} AS baton_workflow_{column}" for column in _WORKFLOW_AT_CLAIM)}
 )
@@ -106,7 +108,7 @@ def claim_fetched(
 ) -> Claim:
     """claim()'s result for a step that the worker's fetch already claimed (committed)."""
     alias = database_alias()
-    step = Step.from_db(alias, STEP_FIELDS, values)
+    step = WorkflowStep.from_db(alias, STEP_FIELDS, values)
     with announcing(alias) as announcements:
         announcements.step(step, old_state)
     return Claim(step=step, job_id=job_id, attempt=step.attempt, workflow=workflow)
@@ -172,7 +174,7 @@ def unclaim(values: list[Any], old_state: str) -> None:
     fetch committed the claim; the version and job fence make this a no-op if anything
     moved the step since."""
     alias = database_alias()
-    step = Step.from_db(alias, STEP_FIELDS, values)
+    step = WorkflowStep.from_db(alias, STEP_FIELDS, values)
     # A due job was fetched, so a snoozed or backing-off step is due: available.
     state = S.EXECUTING if old_state == S.EXECUTING else S.AVAILABLE
     with connections[alias].cursor() as cursor:

@@ -15,7 +15,7 @@ import psycopg
 from django.db import connections
 
 from baton.execution.deferrer import may_prepare
-from baton.models import Step
+from baton.models import WorkflowStep
 
 
 def sql_state(state: StrEnum) -> str:
@@ -32,18 +32,18 @@ def sql_states(*states: StrEnum) -> str:
     return ", ".join(sql_state(state) for state in states)
 
 
-STEP_FIELDS = [field.attname for field in Step._meta.concrete_fields]
-STEP_COLUMNS = ", ".join(f's."{field.column}"' for field in Step._meta.concrete_fields)
+STEP_FIELDS = [field.attname for field in WorkflowStep._meta.concrete_fields]
+STEP_COLUMNS = ", ".join(f's."{field.column}"' for field in WorkflowStep._meta.concrete_fields)
 
 
 _CONVERTERS = [
     (index, field)
-    for index, field in enumerate(Step._meta.concrete_fields)
+    for index, field in enumerate(WorkflowStep._meta.concrete_fields)
     if hasattr(field, "from_db_value")
 ]
 
 
-def steps_from_rows(rows: Iterable[Sequence[Any]], alias: str) -> list[Step]:
+def steps_from_rows(rows: Iterable[Sequence[Any]], alias: str) -> list[WorkflowStep]:
     """Step instances from raw rows of STEP_COLUMNS (plus anything after them)."""
     connection = connections[alias]
     steps = []
@@ -51,7 +51,7 @@ def steps_from_rows(rows: Iterable[Sequence[Any]], alias: str) -> list[Step]:
         values = list(row[: len(STEP_FIELDS)])
         for index, field in _CONVERTERS:  # e.g. JSONField decodes its text
             values[index] = field.from_db_value(values[index], None, connection)
-        steps.append(Step.from_db(alias, STEP_FIELDS, values))
+        steps.append(WorkflowStep.from_db(alias, STEP_FIELDS, values))
     return steps
 
 
@@ -93,9 +93,9 @@ def execute_hot(alias: str, sql: str, params: dict[str, Any]) -> list[Any]:
 _PREPARE_WHEN_ASKED = 2**31
 
 
-def changed_step(step: Step, **values: Any) -> Step:
+def changed_step(step: WorkflowStep, **values: Any) -> WorkflowStep:
     """A new instance of `step` with some fields changed (observers may hold the old one)."""
-    return Step.from_db(
+    return WorkflowStep.from_db(
         step._state.db, STEP_FIELDS, [values.get(f, getattr(step, f)) for f in STEP_FIELDS]
     )
 

@@ -48,7 +48,7 @@ from baton.live.views import (
     workflow_snapshot,
     workflow_summaries,
 )
-from baton.models import Step, Workflow
+from baton.models import Workflow, WorkflowStep
 
 WORKFLOW_TOTALS = ("workflow_cost_usd", "workflow_unpriced_calls")
 CLOSE_FORBIDDEN = 4403
@@ -294,7 +294,7 @@ def _summaries(ids: set[str]) -> list[dict[str, Any]]:
 
 
 def _step_detail(workflow_id: uuid.UUID, step_id: int) -> dict[str, Any] | None:
-    step = Step.objects.filter(workflow_id=workflow_id, pk=step_id).first()
+    step = WorkflowStep.objects.filter(workflow_id=workflow_id, pk=step_id).first()
     if step is None:
         return None
     detail = step_payload(step)

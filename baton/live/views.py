@@ -39,7 +39,7 @@ from baton.exceptions import BatonError
 from baton.execution.deferrer import database_alias
 from baton.graph.states import TERMINAL_STEP_STATES, StepState, WorkflowState
 from baton.live.layout import Via, depths, layout
-from baton.models import Step, StepDependency, Workflow
+from baton.models import StepDependency, Workflow, WorkflowStep
 
 VIEW_PERMISSION = "baton.view_workflow"
 CHANGE_PERMISSION = "baton.change_workflow"
@@ -150,7 +150,7 @@ def step_counts(workflow_ids: list[Any]) -> dict[Any, dict[str, int]]:
     if not workflow_ids:
         return out
     rows = (
-        Step.objects.filter(workflow_id__in=workflow_ids)
+        WorkflowStep.objects.filter(workflow_id__in=workflow_ids)
         .values_list("workflow_id", "state")
         .annotate(n=Count("id"))
         .order_by()
@@ -163,7 +163,7 @@ def step_counts(workflow_ids: list[Any]) -> dict[Any, dict[str, int]]:
 
 def step_snapshot(workflow_id: Any) -> list[dict[str, Any]]:
     """Every step's live fields, as the step events carry them."""
-    steps = Step.objects.filter(workflow_id=workflow_id).only(
+    steps = WorkflowStep.objects.filter(workflow_id=workflow_id).only(
         "id",
         "workflow_id",
         "name",
@@ -203,7 +203,7 @@ def _short(name: str, chars: int = NAME_CHARS) -> str:
     return name if len(name) <= chars else name[: chars - 1] + "…"
 
 
-def node_title(step: Step) -> str:
+def node_title(step: WorkflowStep) -> str:
     """A node's tooltip: its full name, and its cost once it made model calls."""
     if step.cost_usd is None and not step.unpriced_calls:
         return step.name
@@ -341,8 +341,8 @@ def _group_key(name: str) -> str:
     return f"group:{name}"
 
 
-def _collapsible(steps: list[Step], expand: set[str]) -> dict[str, list[Step]]:
-    members: dict[str, list[Step]] = {}
+def _collapsible(steps: list[WorkflowStep], expand: set[str]) -> dict[str, list[WorkflowStep]]:
+    members: dict[str, list[WorkflowStep]] = {}
     for step in steps:
         if step.group:
             members.setdefault(step.group, []).append(step)
@@ -361,12 +361,12 @@ def _kind(name: str) -> str:
 
 
 def _folds(
-    steps: list[Step],
+    steps: list[WorkflowStep],
     key_of: dict[int, Any],
     edges: list[tuple[Any, Any]],
     expand: set[str],
     exempt: set[int],
-) -> dict[str, list[Step]]:
+) -> dict[str, list[WorkflowStep]]:
     """Folded groups of a big graph: name -> its steps (see FOLD_ABOVE). Folding only
     merges steps of one column, so the folded graph has no cycle. Steps in `exempt` (of
     an add_many group the user expanded) and the steps of expanded folds stay drawn."""
@@ -375,13 +375,13 @@ def _folds(
         return {}
     depth = depths(keys, edges)
     singles = [step for step in steps if key_of[step.id] == step.id and step.id not in exempt]
-    by_kind: dict[tuple[int, str, int | None], list[Step]] = {}
+    by_kind: dict[tuple[int, str, int | None], list[WorkflowStep]] = {}
     for step in singles:
         # Grafted steps fold apart from the rest: they are framed by their grafting step.
         grafter = _grafted_by(step)
         by_kind.setdefault((depth[step.id], _kind(step.name), grafter), []).append(step)
-    folds: dict[str, list[Step]] = {}
-    rest: dict[tuple[int, int | None], list[Step]] = {}
+    folds: dict[str, list[WorkflowStep]] = {}
+    rest: dict[tuple[int, int | None], list[WorkflowStep]] = {}
     for (column, kind, grafter), members in by_kind.items():
         if len(members) > GROUP_THRESHOLD:
             folds[f"{kind}… (column {column + 1}{_graft_suffix(grafter)})"] = members
@@ -404,7 +404,7 @@ def _graft_suffix(grafter: int | None) -> str:
 
 
 def _graft_frames(
-    steps: list[Step],
+    steps: list[WorkflowStep],
     key_of: dict[int, Any],
     place: dict[Any, tuple[int, int]],
 ) -> list[DrawnGraft]:
@@ -436,7 +436,7 @@ def _expand_query(expanded: set[str]) -> str:
 
 
 def draw(
-    steps: list[Step], edges: list[tuple[int, int]], expand: set[str] | None = None
+    steps: list[WorkflowStep], edges: list[tuple[int, int]], expand: set[str] | None = None
 ) -> Drawing:
     """Place each step (layout.py), collapsing big groups, and turn the edges into one
     SVG path that runs between the layers."""
@@ -455,8 +455,8 @@ def draw(
         )
 
     drawn_edges = quotient()
-    folds: dict[str, list[Step]] = {}
-    all_folds: dict[str, list[Step]] = {}
+    folds: dict[str, list[WorkflowStep]] = {}
+    all_folds: dict[str, list[WorkflowStep]] = {}
     try:
         exempt = {step.id for step in steps if step.group and step.group in expand & big}
         folds = _folds(steps, key_of, drawn_edges, expand, exempt)
@@ -717,7 +717,9 @@ def workflow_detail(request: HttpRequest, workflow_id: Any) -> HttpResponse:
     if refused is not None:
         return refused
     workflow = get_object_or_404(Workflow, pk=workflow_id)
-    steps = list(Step.objects.filter(workflow=workflow).order_by("id").only(*DRAWN_STEP_FIELDS))
+    steps = list(
+        WorkflowStep.objects.filter(workflow=workflow).order_by("id").only(*DRAWN_STEP_FIELDS)
+    )
     expand = {name for name in request.GET.getlist("expand") if name}
     edges = list(
         StepDependency.objects.filter(workflow=workflow)
@@ -865,7 +867,7 @@ def _queued_at(job_ids: list[int]) -> dict[int, datetime.datetime]:
         return dict(cursor.fetchall())
 
 
-def critical_path(steps: list[Step], edges: list[tuple[int, int]]) -> set[int]:
+def critical_path(steps: list[WorkflowStep], edges: list[tuple[int, int]]) -> set[int]:
     """The chain that set the workflow's end: from the step that finished last, back
     through the dependency that finished last each time (the one its start waited for)."""
     finished = {s.id: s.finished_at for s in steps if s.finished_at is not None}
@@ -886,7 +888,7 @@ def critical_path(steps: list[Step], edges: list[tuple[int, int]]) -> set[int]:
 def timeline(workflow: Workflow, now: datetime.datetime | None = None) -> dict[str, Any]:
     now = now or timezone.now()
     steps = list(
-        Step.objects.filter(workflow=workflow)
+        WorkflowStep.objects.filter(workflow=workflow)
         .order_by("started_at", "id")
         .only(
             "id",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
-from baton.models import Step, StepDependency, StepResult, Workflow
+from baton.models import StepDependency, StepResult, Workflow, WorkflowStep
 from baton.testing import (
     WorkerProcess,
     assert_completed,
@@ -23,8 +23,8 @@ from example_project.pipeline.tasks import build_ingest
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def step(workflow: Workflow, name: str) -> Step:
-    return Step.objects.get(workflow=workflow, name=name)
+def step(workflow: Workflow, name: str) -> WorkflowStep:
+    return WorkflowStep.objects.get(workflow=workflow, name=name)
 
 
 def test_demo_workflow_completes_with_a_retry():

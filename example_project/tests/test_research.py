@@ -14,7 +14,7 @@ from baton import stats
 from baton.llm import retry_after_hint
 from baton.llm.pricing import DefaultPricing
 from baton.llm.usage import Usage
-from baton.models import DebugRecord, LLMUsage, Step, Workflow
+from baton.models import DebugRecord, LLMUsage, Workflow, WorkflowStep
 from baton.testing import WorkerProcess, assert_completed, step_states, wait_for_workflow
 from example_project.research import providers
 from example_project.research.tasks import (
@@ -38,8 +38,8 @@ def run(workflow: Workflow, *, concurrency: int = 4) -> Workflow:
         return wait_for_workflow(workflow, timeout=60)
 
 
-def step(workflow: Workflow, name: str) -> Step:
-    return Step.objects.get(workflow=workflow, name=name)
+def step(workflow: Workflow, name: str) -> WorkflowStep:
+    return WorkflowStep.objects.get(workflow=workflow, name=name)
 
 
 def ledger_cost(workflow: Workflow) -> Decimal:
@@ -168,9 +168,9 @@ def test_a_tiny_budget_stops_later_llm_steps_while_plain_steps_run():
         ("completed", ""),
         ("discarded", "budget exceeded"),
     }
-    assert {s.queue for s in Step.objects.filter(workflow=workflow, reason="budget exceeded")} == {
-        "llm"
-    }
+    assert {
+        s.queue for s in WorkflowStep.objects.filter(workflow=workflow, reason="budget exceeded")
+    } == {"llm"}
 
     # The reason names what was spent when the budget stopped the first step: with one
     # worker slot nothing was in flight then, so that is all that was spent.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
-from baton.models import Step
+from baton.models import WorkflowStep
 from baton.testing import WorkerProcess, step_states, wait_for_workflow
 from example_project.pipeline.showcase import build_failure, build_fanout, build_retries
 
@@ -22,7 +22,7 @@ def test_retries_snooze_and_failure_then_retry():
         fanout = wait_for_workflow(fanout, timeout=60)
 
         assert retries.state == "completed"
-        flaky = Step.objects.get(workflow=retries, name="flaky")
+        flaky = WorkflowStep.objects.get(workflow=retries, name="flaky")
         assert (flaky.attempt, flaky.snoozes) == (2, 1)
         assert flaky.result_value() == {"attempts": 2, "snoozes": 1}
 
@@ -34,16 +34,21 @@ def test_retries_snooze_and_failure_then_retry():
             "notify": "cancelled",
             "audit": "completed",
         }
-        assert "partner API down" in Step.objects.get(workflow=failure, name="call_partner").reason
+        assert (
+            "partner API down"
+            in WorkflowStep.objects.get(workflow=failure, name="call_partner").reason
+        )
 
         # The partner is back: retry runs the discarded step and what it cancelled.
-        Step.objects.filter(workflow=failure, name="call_partner").update(args={"down_for": 0})
+        WorkflowStep.objects.filter(workflow=failure, name="call_partner").update(
+            args={"down_for": 0}
+        )
         failure.retry()
         failure = wait_for_workflow(failure, timeout=60)
         assert failure.state == "completed"
 
     assert fanout.state == "completed"
-    assert Step.objects.get(workflow=fanout, name="join").result_value() == {
+    assert WorkflowStep.objects.get(workflow=fanout, name="join").result_value() == {
         "members": 30,
         "sum": sum(range(30)),
     }

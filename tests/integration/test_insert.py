@@ -21,7 +21,7 @@ import baton
 import baton.execution.insert as insert_module
 from baton.execution.deferrer import JobRequest, defer_jobs
 from baton.graph.spec import StepSpec
-from baton.models import Step, StepDependency, Workflow
+from baton.models import StepDependency, Workflow, WorkflowStep
 from tests.testapp.tasks import Collect, Configured, Echo
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("clean_jobs")]
@@ -48,7 +48,7 @@ def job_rows() -> dict[Any, dict[str, Any]]:
 def row_counts() -> dict[str, int]:
     return {
         "workflows": Workflow.objects.count(),
-        "steps": Step.objects.count(),
+        "steps": WorkflowStep.objects.count(),
         "edges": StepDependency.objects.count(),
         "jobs": len(job_rows()),
     }
@@ -104,7 +104,7 @@ def test_insert_writes_workflow_steps_edges_and_root_jobs() -> None:
     assert workflow.unfinished_steps == 7
     assert workflow.failed_steps == []
 
-    steps = {step.name: step for step in Step.objects.filter(workflow=workflow)}
+    steps = {step.name: step for step in WorkflowStep.objects.filter(workflow=workflow)}
     assert set(steps) == {"a", "b", "fan[x]", "fan[y]", "fan[z]", "join", "tail"}
     assert steps["b"].args == {"value": {"nested": [1, 2]}}
     assert steps["join"].args == {"group": "fan"}
@@ -168,7 +168,7 @@ def test_step_options_come_from_the_step_class() -> None:
         .add("after", Configured.new(), deps="configured")
         .insert()
     )
-    steps = {step.name: step for step in Step.objects.filter(workflow=workflow)}
+    steps = {step.name: step for step in WorkflowStep.objects.filter(workflow=workflow)}
     for name in ("configured", "after"):
         step = steps[name]
         assert (step.queue, step.priority, step.max_attempts, step.lock) == (
@@ -203,7 +203,7 @@ def test_step_options_come_from_the_step_class() -> None:
 def test_per_step_option_overrides_beat_the_class() -> None:
     spec = dataclasses.replace(Configured.new(), options={"priority": 2, "queue": "other"})
     workflow = baton.new("overrides").add("s", spec).insert()
-    step = Step.objects.get(workflow=workflow)
+    step = WorkflowStep.objects.get(workflow=workflow)
     assert (step.queue, step.priority, step.max_attempts) == ("other", 2, 4)
     job = job_rows()[step.job_id]
     assert (job["queue_name"], job["priority"]) == ("other", 2)
@@ -258,7 +258,7 @@ def test_ignore_flags_default_to_the_workflow_and_steps_override(
     assert (stored.ignore_cancelled, stored.ignore_discarded) == workflow_default
     flags = {
         step.name: (step.ignore_cancelled, step.ignore_discarded)
-        for step in Step.objects.filter(workflow=workflow)
+        for step in WorkflowStep.objects.filter(workflow=workflow)
     }
     assert flags == expected
 
@@ -354,8 +354,8 @@ def test_existing_workflow_id_is_invalid_and_writes_nothing_more() -> None:
     assert caught.value.errors == [f"a workflow with id {workflow_id} already exists"]
     assert row_counts() == before
     assert Workflow.objects.get().name == "first"
-    assert list(Step.objects.values_list("name", flat=True)) == ["a"]
-    assert list(job_rows()) == [Step.objects.get(workflow=first).job_id]
+    assert list(WorkflowStep.objects.values_list("name", flat=True)) == ["a"]
+    assert list(job_rows()) == [WorkflowStep.objects.get(workflow=first).job_id]
 
 
 @pytest.fixture
@@ -489,7 +489,7 @@ def test_ten_thousand_step_workflow() -> None:
 
     workflow = builder.insert()
 
-    steps = Step.objects.filter(workflow=workflow)
+    steps = WorkflowStep.objects.filter(workflow=workflow)
     assert steps.count() == 10_000
     assert StepDependency.objects.filter(workflow=workflow).count() == lanes * width * 2
     assert steps.filter(state="available").count() == lanes
@@ -549,7 +549,7 @@ def test_ainsert_joins_a_surrounding_sync_transaction() -> None:
 def test_job_args_are_json() -> None:
     # The job's args column holds exactly what the task wrapper needs, as JSON.
     workflow = baton.new("args").add("only", Echo.new(value=3)).insert()
-    step = Step.objects.get(workflow=workflow)
+    step = WorkflowStep.objects.get(workflow=workflow)
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM procrastinate_jobs WHERE args = %s::jsonb",

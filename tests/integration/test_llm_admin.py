@@ -24,7 +24,7 @@ from baton.execution import advance
 from baton.execution.step import Job
 from baton.llm.ledger import Ledger
 from baton.llm.usage import Usage
-from baton.models import DebugRecord, LLMUsage, Step, Workflow
+from baton.models import DebugRecord, LLMUsage, Workflow, WorkflowStep
 from tests.testapp.tasks import Echo
 
 # Debug records are written by baton.debug's writer thread, on its own connection: the
@@ -45,8 +45,8 @@ def url(name: str, *args: Any) -> str:
     return reverse(f"admin:baton_{name}", args=args)
 
 
-def step(workflow: Workflow, name: str = "a") -> Step:
-    return Step.objects.get(workflow=workflow, name=name)
+def step(workflow: Workflow, name: str = "a") -> WorkflowStep:
+    return WorkflowStep.objects.get(workflow=workflow, name=name)
 
 
 def attempt(
@@ -213,7 +213,7 @@ def test_step_page_lists_its_calls_and_its_debug_records_paired_and_escaped(
     workflow = spent_workflow()
     a = step(workflow)
 
-    response = admin_client.get(url("step_change", a.pk))
+    response = admin_client.get(url("workflowstep_change", a.pk))
 
     assert response.status_code == 200
     html = response.content.decode()
@@ -253,7 +253,7 @@ def test_a_truncated_record_says_how_big_it_was(admin_client: Client) -> None:
     request = DebugRecord.objects.get(workflow=workflow, kind="request")
     size = request.payload["size_bytes"]
 
-    step_html = admin_client.get(url("step_change", step(workflow).pk)).content.decode()
+    step_html = admin_client.get(url("workflowstep_change", step(workflow).pk)).content.decode()
     record_html = admin_client.get(url("debugrecord_change", request.pk)).content.decode()
 
     for html in (step_html, record_html):
@@ -284,7 +284,7 @@ def test_debug_records_list_filters_by_kind_and_shows_each_record_pretty(
     assert len(by_step.context["cl"].result_list) == 6
     listing_html = listing.content.decode()
     assert "<script>" not in listing_html and "reply one &lt;script&gt;" in listing_html
-    assert url("step_change", reply.step_id) in listing_html
+    assert url("workflowstep_change", reply.step_id) in listing_html
     assert url("workflow_change", workflow.pk) in listing_html
     html = request_page.content.decode()
     assert "<script>" not in html
@@ -324,7 +324,7 @@ def test_llm_calls_list_newest_first_with_model_filter_and_links(admin_client: C
     assert [c.call_key for c in calls] == ["odd", "second", "first"]
     assert [c.call_key for c in acme.context["cl"].result_list] == ["odd"]
     html = listing.content.decode()
-    assert f'<a href="{url("step_change", a.pk)}">a</a>' in html
+    assert f'<a href="{url("workflowstep_change", a.pk)}">a</a>' in html
     assert f'<a href="{url("workflow_change", workflow.pk)}">spent</a>' in html
     assert cell(html, "cost_display")[0] == "unknown"
     assert cell(html, "latency_display")[-1] == "42 ms"
@@ -345,7 +345,7 @@ def test_whoever_may_see_workflows_sees_calls_and_records_and_others_get_403(
         url("llmusage_change", call.pk),
         url("debugrecord_changelist"),
         url("debugrecord_change", record.pk),
-        url("step_change", step(workflow).pk),
+        url("workflowstep_change", step(workflow).pk),
         url("workflow_change", workflow.pk),
     ]
 

@@ -30,7 +30,7 @@ from baton.execution.step import Job
 from baton.llm import debug as llm_debug
 from baton.llm.ledger import Ledger
 from baton.llm.usage import Usage
-from baton.models import DebugRecord, LLMUsage, Step, Workflow
+from baton.models import DebugRecord, LLMUsage, Workflow, WorkflowStep
 from baton.sweep import prune_debug_records, prune_workflows, sweep
 from baton.testing import wait_for_workflow
 from tests.testapp.tasks import AsyncDebugModelCall, DebugModelCall, Echo, FakeCompletion
@@ -45,7 +45,7 @@ LLM_QUEUES = ["default", "llm"]
 
 def claimed_job(workflow: Workflow, name: str = "a") -> Job:
     """The Job perform() would get for the step's next attempt (a real claim)."""
-    step = Step.objects.get(workflow=workflow, name=name)
+    step = WorkflowStep.objects.get(workflow=workflow, name=name)
     assert step.job_id is not None
     claimed = advance.claim(step.id, step.job_id)
     assert claimed is not None
@@ -381,7 +381,7 @@ def test_a_debug_workflow_run_by_a_worker_keeps_records_per_step_and_attempt(
         assert_captured_per_attempt(workflow, name, prompt)
     assert not records(workflow, "up")  # a plain step captured nothing
     # The capture did not get into the results or the ledger's way.
-    sync = Step.objects.get(workflow=workflow, name="sync")
+    sync = WorkflowStep.objects.get(workflow=workflow, name="sync")
     assert sync.result_value() == {"text": "sync answered on attempt 2"}
     assert LLMUsage.objects.filter(step=sync).count() == 1
 
@@ -405,7 +405,7 @@ def test_baton_debug_in_the_worker_captures_every_workflow(start_worker: Any) ->
 
 
 # ------------------------------------------------------------------------------ sweep
-def make_record(workflow: Workflow, step: Step, age_days: float = 0, **fields: Any) -> Any:
+def make_record(workflow: Workflow, step: WorkflowStep, age_days: float = 0, **fields: Any) -> Any:
     fields = {"kind": "request", "payload": {"n": 1}, **fields}
     record = DebugRecord.objects.create(workflow=workflow, step=step, attempt=1, **fields)
     if age_days:
@@ -417,7 +417,7 @@ def make_record(workflow: Workflow, step: Step, age_days: float = 0, **fields: A
 
 def test_prune_debug_records_deletes_old_ones_in_batches_and_keeps_fresh_ones() -> None:
     workflow = one_step()
-    step = Step.objects.get(workflow=workflow)
+    step = WorkflowStep.objects.get(workflow=workflow)
     old = [make_record(workflow, step, age_days=8) for _ in range(5)]
     # A young response to an old request goes with it (its link could not stand).
     answer = make_record(workflow, step, kind="response", request=old[0])
@@ -438,7 +438,7 @@ def test_prune_debug_records_deletes_old_ones_in_batches_and_keeps_fresh_ones() 
 
 def test_the_sweep_prunes_debug_records_after_debug_max_age() -> None:
     workflow = one_step()
-    step = Step.objects.get(workflow=workflow)
+    step = WorkflowStep.objects.get(workflow=workflow)
     make_record(workflow, step, age_days=2)
     young = make_record(workflow, step)
 

@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 
 import baton
-from baton.models import Step
+from baton.models import WorkflowStep
 from tests.helpers import run_step
 from tests.testapp.tasks import Configured, Echo
 
@@ -43,7 +43,7 @@ def test_released_job_matches_a_deferred_one() -> None:
         .insert()
     )
     run_step(workflow, "root")
-    twin, released = (Step.objects.get(workflow=workflow, name=n) for n in ("twin", "next"))
+    twin, released = (WorkflowStep.objects.get(workflow=workflow, name=n) for n in ("twin", "next"))
     assert released.state == "available" and released.job_id is not None
 
     deferred_job, released_job = job_row(twin.job_id), job_row(released.job_id)
@@ -66,5 +66,5 @@ def test_a_dependent_not_yet_ready_gets_no_job() -> None:
         .insert()
     )
     run_step(workflow, "a")
-    join = Step.objects.get(workflow=workflow, name="j")
+    join = WorkflowStep.objects.get(workflow=workflow, name="j")
     assert join.state == "waiting" and join.job_id is None and join.deps_pending == 1

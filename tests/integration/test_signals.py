@@ -18,7 +18,7 @@ from django.db import connection, connections, transaction
 import baton
 from baton import signals
 from baton.execution import advance
-from baton.models import Step, Workflow
+from baton.models import Workflow, WorkflowStep
 from tests.helpers import claim, completed
 from tests.helpers import step_row as row
 from tests.testapp.tasks import Echo, Flaky
@@ -36,7 +36,9 @@ class Recorder:
     finished: list[tuple[Any, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def on_step(self, sender: Any, step: Step, old_state: str, new_state: str, **_: Any) -> None:
+    def on_step(
+        self, sender: Any, step: WorkflowStep, old_state: str, new_state: str, **_: Any
+    ) -> None:
         assert step.state == new_state
         with self.lock:
             self.transitions.append((step.name, old_state, new_state))
@@ -64,7 +66,7 @@ def recorder() -> Iterator[Recorder]:
     signals.workflow_finished.disconnect(recorder.on_workflow)
 
 
-def job_count(step: Step) -> int:
+def job_count(step: WorkflowStep) -> int:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM procrastinate_jobs WHERE (args->>'step_id')::bigint = %s",

@@ -11,7 +11,7 @@ from django.utils import timezone
 import baton
 from baton import signals
 from baton.execution import advance
-from baton.models import Step, Workflow
+from baton.models import Workflow, WorkflowStep
 from baton.sweep import prune_workflows, sweep
 from baton.testing import assert_completed, wait_for_workflow
 from tests.helpers import job_status
@@ -43,7 +43,7 @@ def rescued_signals():
 
 def test_deleted_jobs_are_re_enqueued_and_reported(clean_jobs, rescued_signals, start_worker):
     workflow = chain()
-    a = Step.objects.get(workflow=workflow, name="a")
+    a = WorkflowStep.objects.get(workflow=workflow, name="a")
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM procrastinate_jobs WHERE id = %s", [a.job_id])
 
@@ -59,17 +59,17 @@ def test_deleted_jobs_are_re_enqueued_and_reported(clean_jobs, rescued_signals, 
 
 def test_a_healthy_workflow_is_left_alone(clean_jobs):
     workflow = chain()
-    before = list(Step.objects.filter(workflow=workflow).values_list("state", "job_id"))
+    before = list(WorkflowStep.objects.filter(workflow=workflow).values_list("state", "job_id"))
     report = sweep()
     assert report.rescued == [] and report.discarded == [] and report.workflows_finished == 0
-    after = list(Step.objects.filter(workflow=workflow).values_list("state", "job_id"))
+    after = list(WorkflowStep.objects.filter(workflow=workflow).values_list("state", "job_id"))
     assert before == after
 
 
 def test_step_executing_after_its_job_ended_is_re_run(clean_jobs, start_worker):
     """A restart cut the finishing transaction, but Procrastinate marked the job done."""
     workflow = chain(Flaky.new(succeed_on=1))
-    a = Step.objects.get(workflow=workflow, name="a")
+    a = WorkflowStep.objects.get(workflow=workflow, name="a")
     claimed = advance.claim(a.id, a.job_id)
     assert claimed is not None
     with connection.cursor() as cursor:
@@ -92,19 +92,21 @@ def test_step_executing_after_its_job_ended_is_re_run(clean_jobs, start_worker):
 
 def test_step_executing_with_vanished_job_waits_for_stale_after(clean_jobs):
     workflow = chain(Flaky.new(succeed_on=1))
-    a = Step.objects.get(workflow=workflow, name="a")
+    a = WorkflowStep.objects.get(workflow=workflow, name="a")
     advance.claim(a.id, a.job_id)
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM procrastinate_jobs WHERE id = %s", [a.job_id])
 
     assert sweep(stale_executing_after=600).rescued == []
-    Step.objects.filter(pk=a.pk).update(started_at=timezone.now() - datetime.timedelta(hours=1))
+    WorkflowStep.objects.filter(pk=a.pk).update(
+        started_at=timezone.now() - datetime.timedelta(hours=1)
+    )
     assert sweep(stale_executing_after=600).rescued == ["sweepable/a"]
 
 
 def test_lost_last_attempt_is_discarded_and_cascades(clean_jobs):
     workflow = chain()
-    a = Step.objects.get(workflow=workflow, name="a")
+    a = WorkflowStep.objects.get(workflow=workflow, name="a")
     assert a.max_attempts == 1
     advance.claim(a.id, a.job_id)
     with connection.cursor() as cursor:
@@ -118,7 +120,7 @@ def test_lost_last_attempt_is_discarded_and_cascades(clean_jobs):
     assert report.discarded == ["sweepable/a"]
     workflow.refresh_from_db()
     assert workflow.state == "failed"
-    b = Step.objects.get(workflow=workflow, name="b")
+    b = WorkflowStep.objects.get(workflow=workflow, name="b")
     assert b.state == "cancelled" and b.reason == "dep a discarded"
 
 
@@ -132,7 +134,7 @@ def test_forgotten_workflow_is_finished_once(clean_jobs):
     try:
         workflow = chain()
         # As if a bug or a manual edit left every step terminal without the countdown.
-        Step.objects.filter(workflow=workflow).update(state="completed")
+        WorkflowStep.objects.filter(workflow=workflow).update(state="completed")
         assert sweep().workflows_finished == 1
         assert sweep().workflows_finished == 0
     finally:
@@ -163,7 +165,7 @@ def test_prune_deletes_only_old_finished_workflows(clean_jobs):
     finally:
         signals.workflows_pruned.disconnect(receiver)
     assert set(Workflow.objects.values_list("pk", flat=True)) == {running.pk, fresh.pk}
-    assert not Step.objects.filter(workflow_id=old.pk).exists()
+    assert not WorkflowStep.objects.filter(workflow_id=old.pk).exists()
     assert pruned == [1]
 
 

@@ -9,7 +9,7 @@ import pytest
 from django.db import connections
 
 import baton
-from baton.models import Step, Workflow
+from baton.models import Workflow, WorkflowStep
 from tests.helpers import run_step
 from tests.testapp.tasks import Echo
 
@@ -26,7 +26,7 @@ def test_an_executing_workflow_holds_its_key() -> None:
     first = onboarding().insert()
     second = onboarding().insert()
     assert second.pk == first.pk
-    assert Workflow.objects.count() == 1 and Step.objects.count() == 1
+    assert Workflow.objects.count() == 1 and WorkflowStep.objects.count() == 1
     with pytest.raises(baton.WorkflowExists) as caught:
         onboarding(on_conflict="raise").insert()
     assert caught.value.workflow_id == first.pk
@@ -44,7 +44,7 @@ def test_a_finished_workflow_gives_its_key_up_and_retry_cannot_take_it_back() ->
     assert second.pk != first.pk and second.state == "executing"
 
     # A finished workflow made to run again while another holds the key is refused.
-    Step.objects.filter(workflow=first).update(state="discarded")  # stand-in for a failure
+    WorkflowStep.objects.filter(workflow=first).update(state="discarded")  # stand-in for a failure
     with pytest.raises(baton.WorkflowExists):
         first.retry()
 

@@ -19,7 +19,7 @@ from django.db import connection
 
 import baton
 from baton.execution.deferrer import JobRequest, defer_jobs
-from baton.models import Step, StepResult, Workflow
+from baton.models import StepResult, Workflow, WorkflowStep
 from baton.testing import WorkerProcess, assert_completed, wait_for_workflow
 from tests.helpers import runs_per_step
 from tests.helpers import step_row as step
@@ -60,7 +60,7 @@ def wait_for_jobs(job_ids: list[int], timeout: float = 30.0) -> dict[int, str]:
         time.sleep(0.05)
 
 
-def request_for(row: Step, queue: str | None = None) -> JobRequest:
+def request_for(row: WorkflowStep, queue: str | None = None) -> JobRequest:
     return JobRequest(
         step_id=row.id,
         step_name=row.name,
@@ -83,7 +83,7 @@ def fan_out_fan_in(width: int) -> Any:
 def assert_fan_ran_exactly_once(workflow: Workflow, width: int) -> None:
     assert_completed(workflow)
     names = ["root", *(f"parts[k{i}]" for i in range(width)), "join"]
-    steps = dict(Step.objects.filter(workflow=workflow).values_list("name", "id"))
+    steps = dict(WorkflowStep.objects.filter(workflow=workflow).values_list("name", "id"))
     assert sorted(steps) == sorted(names)
 
     # Every step's perform() ran exactly once...

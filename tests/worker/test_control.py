@@ -11,7 +11,7 @@ from django.db import connection
 
 import baton
 from baton import signals
-from baton.models import Step, StepResult, Workflow
+from baton.models import StepResult, Workflow, WorkflowStep
 from baton.testing import WorkerProcess, assert_completed, wait_for_workflow
 from tests.helpers import runs_per_step, wait_until
 from tests.helpers import step_row as step
@@ -168,7 +168,7 @@ def test_cancel_fences_a_sync_straggler_and_retry_reruns_it(start_worker: StartW
     start_worker(concurrency=2, queues=["default"])
     wait_until(lambda: step(workflow, "long").state == "executing", "long to start")
     assert workflow.cancel() == 2
-    states = dict(Step.objects.filter(workflow=workflow).values_list("name", "state"))
+    states = dict(WorkflowStep.objects.filter(workflow=workflow).values_list("name", "state"))
     assert states == {"long": "cancelled", "after": "cancelled"}
     workflow.refresh_from_db()
     assert (workflow.state, workflow.unfinished_steps) == ("cancelled", 0)
@@ -218,7 +218,7 @@ def test_retry_named_steps_reruns_only_them_and_what_they_cancelled(
         workflow.retry(steps=["nope"])
     assert workflow.retry(steps=["bad"]) == 2  # bad and the child it cancelled
     workflow = wait_for_workflow(workflow, timeout=30)
-    states = dict(Step.objects.filter(workflow=workflow).values_list("name", "state"))
+    states = dict(WorkflowStep.objects.filter(workflow=workflow).values_list("name", "state"))
     assert states == {
         "bad": "completed",
         "bad_child": "completed",

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import baton
-from baton.models import Step
+from baton.models import WorkflowStep
 from baton.testing import WorkerProcess, assert_completed, wait_for_workflow
 from tests.helpers import SHARED_DAGS, shared_dag_files, shared_missing_reason
 from tests.testapp.models import PerformRun
@@ -70,7 +70,7 @@ def test_replay_runs_each_step_once_after_its_deps(
         name: n for name, n in counts.items() if n != 1
     }
     assert set(
-        Step.objects.filter(workflow=workflow).values_list("state", "attempt").distinct()
+        WorkflowStep.objects.filter(workflow=workflow).values_list("state", "attempt").distinct()
     ) == {("completed", 1)}
 
     run_of = {run.step: run for run in runs}

@@ -65,7 +65,7 @@ def run_guide(guide: Path, env: dict[str, str]) -> dict[str, Any]:
 
 @pytest.mark.worker
 def test_getting_started_runs(clean_jobs: None, guide_project: Any, capsys: Any) -> None:
-    from baton.models import Step
+    from baton.models import WorkflowStep
 
     guide = DOCS / "getting-started.md"
     env = guide_project(guide, apps=["ingest"])
@@ -73,14 +73,16 @@ def test_getting_started_runs(clean_jobs: None, guide_project: Any, capsys: Any)
 
     workflow = namespace["workflow"]
     assert workflow.state == "completed"
-    assert Step.objects.get(workflow=workflow, name="store").result_value() == {"total": 190}
+    assert WorkflowStep.objects.get(workflow=workflow, name="store").result_value() == {
+        "total": 190
+    }
     out = capsys.readouterr().out
     assert "executing" in out and "completed" in out and "{'total': 190}" in out
 
 
 @pytest.mark.worker
 def test_building_a_workflow_runs(clean_jobs: None, guide_project: Any, tmp_path: Path) -> None:
-    from baton.models import Step
+    from baton.models import WorkflowStep
     from baton.testing import step_states
 
     shutil.copytree(ROOT / "example_project" / "research" / "sources", tmp_path / "sources")
@@ -92,7 +94,7 @@ def test_building_a_workflow_runs(clean_jobs: None, guide_project: Any, tmp_path
     states = step_states(workflow)
     assert workflow.state == "completed", states
     assert len(states) == 4 + 4  # fetch, 4 summaries, keywords, credibility, compile
-    brief = Step.objects.get(workflow=workflow, name="compile_brief").result_value()
+    brief = WorkflowStep.objects.get(workflow=workflow, name="compile_brief").result_value()
     assert brief["sources"] == 4
     assert brief["markdown"].startswith("# Air-source heat pumps in cold climates")
     assert "credibility" in brief["markdown"] and "Keywords: " in brief["markdown"]

@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 
 import baton
-from baton.models import Step, Workflow
+from baton.models import Workflow, WorkflowStep
 from baton.testing import assert_completed, wait_for_workflow
 from tests.testapp.tasks import Echo, ReturnsError, plain_procrastinate_task
 
@@ -44,7 +44,7 @@ def wait_for_job(job_id: int, timeout: float = 20) -> None:
 def step_jobs(workflow: Workflow) -> dict[str, int]:
     return {
         step.name: step.job_id
-        for step in Step.objects.filter(workflow=workflow)
+        for step in WorkflowStep.objects.filter(workflow=workflow)
         if step.job_id is not None
     }
 
@@ -145,4 +145,4 @@ def test_the_fetch_claims_the_step_in_its_own_statement(start_worker):
         )
         claimed_by_fetch = {name for (name,) in cursor.fetchall()}
         assert "a" in claimed_by_fetch and len(claimed_by_fetch) >= 3, claimed_by_fetch
-    assert all(step.attempt == 1 for step in Step.objects.filter(workflow=workflow))
+    assert all(step.attempt == 1 for step in WorkflowStep.objects.filter(workflow=workflow))

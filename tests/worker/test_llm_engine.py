@@ -22,7 +22,7 @@ from baton.execution import advance
 from baton.llm.ledger import Ledger
 from baton.llm.pricing import DefaultPricing
 from baton.llm.usage import Usage
-from baton.models import LLMUsage, Step, Workflow
+from baton.models import LLMUsage, Workflow, WorkflowStep
 from baton.testing import wait_for_workflow
 from tests.helpers import claim, completed
 from tests.helpers import step_row as step
@@ -297,7 +297,7 @@ def test_fan_out_collisions_are_invalid_and_insert_nothing() -> None:
     assert "more than once" in messages[0] and "'gpt-4o'" in messages[0]
     assert "'ask'" in messages[1] and "group" in messages[1]
     assert "duplicate step name 'ask_synthesis'" in messages[2]
-    assert not Workflow.objects.exists() and not Step.objects.exists()
+    assert not Workflow.objects.exists() and not WorkflowStep.objects.exists()
 
 
 @pytest.mark.worker

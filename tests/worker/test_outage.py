@@ -15,7 +15,7 @@ import pytest
 from django.db import connections
 
 import baton
-from baton.models import Step
+from baton.models import WorkflowStep
 from baton.testing import wait_for_workflow
 from tests.testapp.models import PerformRun
 from tests.testapp.outage_tasks import ReturnsDuringOutage
@@ -58,8 +58,10 @@ def test_a_step_that_returns_during_an_outage_runs_once(start_worker: Any) -> No
         PerformRun.objects.filter(workflow_id=workflow.pk).values_list("step", flat=True)
     )
     print(f"outage of {OUTAGE_SECONDS}s: perform() runs per step {dict(runs)}")
-    states = list(Step.objects.filter(workflow=workflow).values_list("name", "state", "reason"))
+    states = list(
+        WorkflowStep.objects.filter(workflow=workflow).values_list("name", "state", "reason")
+    )
     assert workflow.state == "completed", f"{states}\nworker log:\n{worker.log_tail(60)}"
     assert runs == Counter({"before": 1, "during": 1, "after": 1}), runs
-    during = Step.objects.get(workflow=workflow, name="during")
+    during = WorkflowStep.objects.get(workflow=workflow, name="during")
     assert during.state == "completed" and during.attempt == 1, (during.state, during.attempt)

@@ -15,7 +15,7 @@ from django.db import connection
 import baton
 from baton.execution.registry import registry
 from baton.explain import explain
-from baton.models import Step
+from baton.models import WorkflowStep
 from baton.sweep import sweep
 from baton.testing import wait_for_workflow
 from tests.testapp.late_tasks import LateStep
@@ -36,7 +36,7 @@ def _wait(condition: Callable[[], Any], timeout: float = 60.0, what: str = "") -
         time.sleep(0.05)
 
 
-def _job(step: Step) -> tuple[str, int] | None:
+def _job(step: WorkflowStep) -> tuple[str, int] | None:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT status::text, attempts FROM procrastinate_jobs WHERE id = %s", [step.job_id]
@@ -54,8 +54,8 @@ def test_a_worker_without_the_step_class_hands_it_back_and_one_with_it_runs_it(
     builder.add("after", Echo.new(value=2), deps=["late"])
     workflow = builder.insert()
 
-    def handed_back() -> Step | None:
-        step = Step.objects.get(workflow=workflow, name="late")
+    def handed_back() -> WorkflowStep | None:
+        step = WorkflowStep.objects.get(workflow=workflow, name="late")
         job = _job(step) if step.job_id else None
         # Fetched once by the worker that lacks the class, and given back: not failed.
         return step if job and job[0] == "todo" and job[1] >= 1 else None
@@ -68,7 +68,7 @@ def test_a_worker_without_the_step_class_hands_it_back_and_one_with_it_runs_it(
     # The sweep leaves it alone: another worker may have the class.
     report = sweep(prune_after=False)
     assert report.discarded == [], report.discarded
-    assert Step.objects.get(pk=step.pk).state == "available"
+    assert WorkflowStep.objects.get(pk=step.pk).state == "available"
     assert "is not registered in this worker" in _wait(
         lambda: (
             "is not registered in this worker" in lacking.log_tail(200) and lacking.log_tail(200)
@@ -81,7 +81,7 @@ def test_a_worker_without_the_step_class_hands_it_back_and_one_with_it_runs_it(
     )
     workflow = wait_for_workflow(workflow, timeout=90)
     assert workflow.state == "completed"
-    late = Step.objects.get(pk=step.pk)
+    late = WorkflowStep.objects.get(pk=step.pk)
     assert late.state == "completed" and late.attempt == 1
     runs = list(PerformRun.objects.filter(workflow_id=workflow.pk, step="late"))
     assert [run.pid for run in runs] == [having.pid]
@@ -93,7 +93,7 @@ def test_the_sweep_requeues_a_lost_step_whose_class_this_process_lacks(
 ) -> None:
     """Before, such a step was discarded as "pruned ... no longer registered"."""
     workflow = baton.new("lost-job").add("late", LateStep.new()).insert()
-    step = Step.objects.get(workflow=workflow)
+    step = WorkflowStep.objects.get(workflow=workflow)
     with connection.cursor() as cursor:  # its job vanished (deleted by hand, pruned)
         cursor.execute("DELETE FROM procrastinate_jobs WHERE id = %s", [step.job_id])
     # This process (say, a web server running `baton sweep`) does not have the class.

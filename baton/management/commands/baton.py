@@ -461,9 +461,9 @@ def render_workflow(workflow: Any) -> str:
     order, indented by depth, each with state, attempts, duration and deps; grafted
     steps ("+ name") right under the step that grafted them, one level deeper."""
     from baton.display import format_usd
-    from baton.models import Step, StepDependency
+    from baton.models import StepDependency, WorkflowStep
 
-    steps = list(Step.objects.filter(workflow=workflow).order_by("id"))
+    steps = list(WorkflowStep.objects.filter(workflow=workflow).order_by("id"))
     by_id = {step.id: step for step in steps}
     upstream: dict[int, list[int]] = {step.id: [] for step in steps}
     for up, down in StepDependency.objects.filter(workflow=workflow).values_list(
