@@ -19,12 +19,21 @@ from baton.execution.statements import (
     changed_step,
     compact,
     execute_hot,
+    sql_state,
     steps_from_rows,
 )
 from baton.graph.states import StepState, WorkflowState
 from baton.llm.ledger import Totals, calls_json
 
 S = StepState
+W = WorkflowState
+# State names as SQL literals, formatted into the statement when it is built at import:
+# the same text as if written out, so the same prepared statement (and its length, which
+# must stay within psycopg's cached length: tests/test_query_budget.py).
+_WAITING, _AVAILABLE, _EXECUTING, _COMPLETED = map(
+    sql_state, (S.WAITING, S.AVAILABLE, S.EXECUTING, S.COMPLETED)
+)
+_WF_EXECUTING, _WF_COMPLETED, _WF_FAILED = map(sql_state, (W.EXECUTING, W.COMPLETED, W.FAILED))
 
 
 # A completion is one statement, atomic by itself and run outside any transaction
@@ -50,9 +59,9 @@ def _complete_sql(with_calls: bool) -> str:
     return f"""
 WITH done AS (
     UPDATE baton_step s
-       SET version = s.version + 1, state = 'completed', finished_at = now(){step_cost}
+       SET version = s.version + 1, state = {_COMPLETED}, finished_at = now(){step_cost}
      WHERE s.id = %(id)s AND s.job_id = %(job_id)s AND s.attempt = %(attempt)s
-       AND s.state = 'executing'
+       AND s.state = {_EXECUTING}
  RETURNING s.id, s.job_id, s.workflow_id, s.version, s.finished_at
 ), job_succeeded AS (
     UPDATE procrastinate_jobs j
@@ -78,12 +87,12 @@ WITH done AS (
              WHERE e.upstream_id = (SELECT id FROM done)
              ORDER BY e.downstream_id OFFSET 0) e
      CROSS JOIN LATERAL (SELECT d.id FROM baton_step d
-                          WHERE d.id = e.downstream_id AND d.state = 'waiting'
+                          WHERE d.id = e.downstream_id AND d.state = {_WAITING}
                             FOR UPDATE) d
 ), released AS (
     UPDATE baton_step s
        SET deps_pending = s.deps_pending - 1,
-           state = CASE WHEN s.deps_pending = 1 THEN 'available' ELSE s.state END,
+           state = CASE WHEN s.deps_pending = 1 THEN {_AVAILABLE} ELSE s.state END,
            version = s.version + CASE WHEN s.deps_pending = 1 THEN 1 ELSE 0 END,
            job_id = CASE WHEN s.deps_pending = 1
                          THEN nextval({upstream.JOB_ID_SEQUENCE})
@@ -96,16 +105,16 @@ WITH done AS (
            -- the same args as deferrer.defer_jobs writes (tests/test_release.py)
            jsonb_build_object('step_id', s.id, 'workflow_id', s.workflow_id::text,
                               'step', s.name)
-      FROM released s WHERE s.state = 'available'
+      FROM released s WHERE s.state = {_AVAILABLE}
 ), wf AS (
     UPDATE baton_workflow w
        SET {workflow_cost}
            unfinished_steps = w.unfinished_steps - 1,
-           state = CASE WHEN w.unfinished_steps = 1 AND w.state = 'executing'
+           state = CASE WHEN w.unfinished_steps = 1 AND w.state = {_WF_EXECUTING}
                         THEN CASE WHEN jsonb_array_length(w.failed_steps) > 0
-                                  THEN 'failed' ELSE 'completed' END
+                                  THEN {_WF_FAILED} ELSE {_WF_COMPLETED} END
                         ELSE w.state END,
-           finished_at = CASE WHEN w.unfinished_steps = 1 AND w.state = 'executing'
+           finished_at = CASE WHEN w.unfinished_steps = 1 AND w.state = {_WF_EXECUTING}
                               THEN now() ELSE w.finished_at END
      WHERE w.id = (SELECT workflow_id FROM done)
        AND (SELECT count(*) FROM released) >= 0
@@ -118,7 +127,7 @@ SELECT d.version, d.finished_at, wf.unfinished_steps, wf.state,
        wf.cost_usd, wf.unpriced_calls,
        s.*  -- released's columns: STEP_COLUMNS
   FROM done d LEFT JOIN wf ON true
-  LEFT JOIN released s ON s.state = 'available'
+  LEFT JOIN released s ON s.state = {_AVAILABLE}
 """
 
 
@@ -175,7 +184,7 @@ def complete(claimed: Claim, outcome: Completed, ann: Announcements) -> bool:
         ann.step(step, S.WAITING)
     if job_finished:  # committed with the statement (autocommit)
         local_worker.job_finished(claimed.job_id)
-    if unfinished == 0 and state in (WorkflowState.COMPLETED, WorkflowState.FAILED):
+    if unfinished == 0 and state in (W.COMPLETED, W.FAILED):
         # Only this statement could bring the countdown to zero, so only it gets here.
         ann.finished_workflows.append((done.workflow_id, state))
     return True
