@@ -33,8 +33,10 @@ import socket
 import time
 import typing
 import weakref
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Unpack
 
+import procrastinate
 import psycopg
 import psycopg_pool
 from asgiref.sync import sync_to_async
@@ -43,11 +45,27 @@ from procrastinate import exceptions as procrastinate_exceptions
 from procrastinate import job_context as procrastinate_job_context
 from procrastinate import jobs as procrastinate_jobs
 from procrastinate import manager as procrastinate_manager
+from procrastinate import retry as procrastinate_retry
 from procrastinate import utils as procrastinate_utils
 from procrastinate import worker as procrastinate_worker
+from procrastinate.app import WorkerOptions
 
 from baton.conf import settings as baton_settings
 from baton.execution import local_worker
+
+if TYPE_CHECKING:
+    from procrastinate.psycopg_connector import PsycopgConnector
+
+    from baton.execution.attempt import WorkflowAtClaim
+
+# The `Any`s of this module are where Procrastinate gives no narrower type; each says so.
+
+# A step claimed by the worker's fetch (claim.claimed_by_fetch): the step row's values,
+# its old state, what it read of the workflow. Any: the values of a row as Procrastinate's
+# connector returns them (dict[str, Any]), one per model field, decoded later.
+FetchedClaim = tuple[list[Any], str, "WorkflowAtClaim"]
+# A connection of Procrastinate's pool. Any: its row type, which Procrastinate sets.
+PooledConnection = psycopg.AsyncConnection[Any]
 
 logger = logging.getLogger("baton")
 
@@ -94,7 +112,7 @@ class _ClaimingJobManager(procrastinate_manager.JobManager):
     whose worker registration also says which queues the worker listens on."""
 
     #: Set by BatonWorker before it registers: name, queues, concurrency.
-    registration: dict[str, Any] | None = None
+    registration: dict[str, str | int] | None = None
 
     async def register_worker(self) -> int:
         worker_id: int = await super().register_worker()
@@ -115,12 +133,14 @@ class _ClaimingJobManager(procrastinate_manager.JobManager):
     #: Set by BatonWorker: the task names this worker can run.
     known_tasks: typing.Container[str] | None = None
 
-    async def fetch_job(self, queues: Any, worker_id: int) -> procrastinate_jobs.Job | None:
+    async def fetch_job(
+        self, queues: Iterable[str] | None, worker_id: int
+    ) -> procrastinate_jobs.Job | None:
         jobs = await self.fetch_jobs(queues, worker_id, limit=1)
         return jobs[0] if jobs else None
 
     async def fetch_jobs(
-        self, queues: Any, worker_id: int, limit: int
+        self, queues: Iterable[str] | None, worker_id: int, limit: int
     ) -> list[procrastinate_jobs.Job]:
         """Up to `limit` jobs, their steps claimed, in one round trip. Fewer (or none)
         means no other job was due."""
@@ -150,7 +170,7 @@ class _ClaimingJobManager(procrastinate_manager.JobManager):
                 return jobs
             # Only jobs this worker cannot run: fetch again (they are due later now).
 
-    async def _hand_back(self, job: procrastinate_jobs.Job, claim: Any) -> None:
+    async def _hand_back(self, job: procrastinate_jobs.Job, claim: FetchedClaim) -> None:
         from baton.execution.claim import unclaim
 
         values, old_state, _ = claim
@@ -175,9 +195,9 @@ class _ClaimingJobManager(procrastinate_manager.JobManager):
 
 
 class BatonWorker(procrastinate_worker.Worker):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("fetch_job_polling_interval", DEFAULT_POLLING_INTERVAL)
-        super().__init__(*args, **kwargs)
+    def __init__(self, app: procrastinate.App, **options: Unpack[WorkerOptions]) -> None:
+        options.setdefault("fetch_job_polling_interval", DEFAULT_POLLING_INTERVAL)
+        super().__init__(app, **options)
         self._new_job_event = _StickyEvent()
         # Only its fetch differs from Procrastinate's job manager (the command gives the
         # worker an app of its own, made with with_connector).
@@ -221,16 +241,31 @@ class BatonWorker(procrastinate_worker.Worker):
             ),
         )
         try:
+            # Procrastinate leaves run() and _periodic_deferrer() unannotated: hence the
+            # ignores on their calls, here and below.
             await super().run()  # type: ignore[no-untyped-call]
         finally:
             local_worker.detach()
 
-    async def _persist_job_status(self, job: Any, *args: Any, **kwargs: Any) -> None:
+    async def _persist_job_status(
+        self,
+        job: procrastinate_jobs.Job,
+        status: procrastinate_jobs.Status,
+        retry_decision: procrastinate_retry.RetryDecision | None,
+        context: procrastinate_job_context.JobContext,
+        job_result: procrastinate_job_context.JobResult | None,
+    ) -> None:
         if job.id is not None and local_worker.take_finished(job.id):
             # The step's completion already ended this job, in its own statement.
             self._job_ids_to_abort.pop(job.id, None)
             return
-        await super()._persist_job_status(job, *args, **kwargs)
+        await super()._persist_job_status(
+            job=job,
+            status=status,
+            retry_decision=retry_decision,
+            context=context,
+            job_result=job_result,
+        )
 
     # Surviving a lost database connection (e.g. a Postgres restart). In Procrastinate
     # 3.10 a failing side task (listener, periodic deferrer, heartbeat) stops the worker,
@@ -238,7 +273,7 @@ class BatonWorker(procrastinate_worker.Worker):
     # start again, a failed heartbeat or fetch is logged and tried again at the next beat
     # or poll. Other errors (e.g. the foreign-key error of a worker whose row was pruned)
     # still stop the worker.
-    def _start_side_tasks(self) -> list[asyncio.Task[Any]]:
+    def _start_side_tasks(self) -> list[asyncio.Task[Any]]:  # Any: as Procrastinate's
         listen, self.listen_notify = self.listen_notify, False
         try:
             side_tasks: list[asyncio.Task[Any]] = super()._start_side_tasks()
@@ -343,13 +378,14 @@ class BatonWorker(procrastinate_worker.Worker):
         )
         self._running_jobs[job_task] = context
 
+        # Any: a job task's result, as Procrastinate's _running_jobs keys them.
         def on_job_complete(task: asyncio.Task[Any]) -> None:
             del self._running_jobs[task]
             self._job_semaphore.release()
 
         job_task.add_done_callback(on_job_complete)
 
-    def _abort_reason(self, job_id: int | None) -> Any:
+    def _abort_reason(self, job_id: int | None) -> procrastinate_job_context.AbortReason | None:
         return self._job_ids_to_abort.get(job_id) if job_id else None
 
 
@@ -365,7 +401,7 @@ HAND_BACK_MAX_DELAY = 30
 def hand_back_delay(times_handed_back: int) -> int:
     """Seconds before a job this worker cannot run is due again: 1, 2, 4, ... 30, so that
     a worker that can run it takes it soon and one that cannot does not spin on it."""
-    return min(HAND_BACK_MAX_DELAY, 2 ** min(times_handed_back, 5))
+    return min(HAND_BACK_MAX_DELAY, 1 << min(times_handed_back, 5))
 
 
 def _warm_up_pricing() -> None:
@@ -385,7 +421,7 @@ def _connection_lost(exc: BaseException) -> bool:
     return lost
 
 
-def worker_connector() -> Any:
+def worker_connector() -> PsycopgConnector:
     """The connector a worker uses: Procrastinate's own for Django (a psycopg pool on the
     same database), with its connections in autocommit mode and psycopg's prepared
     statements on (unless the settings say otherwise, see deferrer.may_prepare).
@@ -404,7 +440,7 @@ def worker_connector() -> Any:
     if may_prepare(alias):
         params.pop("prepare_threshold", None)  # psycopg's default: prepare on 5th use
 
-    async def autocommit(connection: psycopg.AsyncConnection[Any]) -> None:
+    async def autocommit(connection: PooledConnection) -> None:
         await connection.set_autocommit(True)
         # Every query on this connection is a lookup by key (the fetch walks the
         # partial priority index under LIMIT, the claim reads steps by id). Tables
@@ -424,28 +460,29 @@ def worker_connector() -> Any:
 IDLE_CHECK_AFTER = 2.0
 
 
+# Any: the pool's arguments as Procrastinate's connector passes them to its pool_factory.
 def _pool_checking_idle_connections(**kwargs: Any) -> psycopg_pool.AsyncConnectionPool:
     """psycopg's pool as Procrastinate makes it, with its check on taking a connection
     kept only for connections that sat idle: Procrastinate checks every one, an extra
     round trip before each fetch (a quarter of a busy worker's wait on the database).
     A connection used a moment ago that breaks anyway fails its query, which the worker
     retries like any query the server cut (`_connection_lost`)."""
-    returned_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+    returned_at: weakref.WeakKeyDictionary[PooledConnection, float] = weakref.WeakKeyDictionary()
 
-    async def stamp(connection: psycopg.AsyncConnection[Any]) -> None:
+    async def stamp(connection: PooledConnection) -> None:
         returned_at[connection] = time.monotonic()
 
-    async def check(connection: psycopg.AsyncConnection[Any]) -> None:
+    async def check(connection: PooledConnection) -> None:
         if time.monotonic() - returned_at.get(connection, 0.0) > IDLE_CHECK_AFTER:
             await psycopg_pool.AsyncConnectionPool.check_connection(connection)
 
     return psycopg_pool.AsyncConnectionPool(**{**kwargs, "check": check, "reset": stamp})
 
 
-async def run_worker(app: Any, **options: Any) -> None:
+async def run_worker(app: procrastinate.App, **options: Unpack[WorkerOptions]) -> None:
     """Run a BatonWorker on `app` (already opened) until it is stopped."""
-    final = {**app.worker_defaults, **options}
-    worker = BatonWorker(app=app, **final)
+    final: WorkerOptions = {**app.worker_defaults, **options}
+    worker = BatonWorker(app, **final)
     await worker.run()
 
 
