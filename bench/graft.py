@@ -8,7 +8,7 @@ graft's check (graft_problems: names, dependencies, limits) and the completion t
 writes the graft with the step's completion in one transaction (advance.finish: steps
 and edges by COPY, the ready steps' jobs, the dependents' new edges, the commit). The
 step is claimed, and its graft built (job.graft().add_many, the user's own perform()
-time, shown apart), in-process, as tests/test_graft_budget.py does. Each timed run
+time, shown apart), in-process, as tests/integration/test_graft_budget.py does. Each timed run
 grafts onto a fresh two-step workflow (g -> after) in emptied tables; one untimed
 warm-up run goes first.
 

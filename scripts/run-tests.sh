@@ -40,7 +40,7 @@ if [[ -z "${DATABASE_URL:-}" ]]; then
     fi
     DATABASE_URL="$(bash "$SERVICES" pg-url)"
     export DATABASE_URL
-    # tests/test_crash.py restarts the test database's server in the middle of a workflow.
+    # tests/worker/test_crash.py restarts the test database's server in the middle of a workflow.
     if [[ -z "${BATON_TEST_PG_RESTART:-}" ]]; then
         BATON_TEST_PG_RESTART="bash $(printf '%q' "$SERVICES") pg-restart"
         export BATON_TEST_PG_RESTART

@@ -29,7 +29,7 @@ S = StepState
 W = WorkflowState
 # State names as SQL literals, formatted into the statement when it is built at import:
 # the same text as if written out, so the same prepared statement (and its length, which
-# must stay within psycopg's cached length: tests/test_query_budget.py).
+# must stay within psycopg's cached length: tests/integration/test_query_budget.py).
 _WAITING, _AVAILABLE, _EXECUTING, _COMPLETED = map(
     sql_state, (S.WAITING, S.AVAILABLE, S.EXECUTING, S.COMPLETED)
 )
@@ -102,7 +102,7 @@ WITH done AS (
 ), jobs AS (
     {upstream.JOB_INSERT}
     SELECT s.job_id, s.queue, s.task_name, s.priority, s.lock,
-           -- the same args as deferrer.defer_jobs writes (tests/test_release.py)
+           -- the same args as deferrer.defer_jobs writes (tests/integration/test_release.py)
            jsonb_build_object('step_id', s.id, 'workflow_id', s.workflow_id::text,
                               'step', s.name)
       FROM released s WHERE s.state = {_AVAILABLE}

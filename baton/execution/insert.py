@@ -197,7 +197,7 @@ def _write_steps_and_jobs(
     )
     if job_of:
         # The same job rows as the completion's `jobs` (complete.py) and so as
-        # defer_jobs (tests/test_release.py, tests/test_graft_budget.py).
+        # defer_jobs (tests/integration/test_release.py, tests/integration/test_graft_budget.py).
         cursor.execute(
             f"""
             {upstream.JOB_INSERT}

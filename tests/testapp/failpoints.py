@@ -1,4 +1,4 @@
-"""Crash points for tests/test_crash.py: SIGKILL this worker at a chosen moment of a step.
+"""Crash points for tests/worker/test_crash.py: SIGKILL this worker at a chosen moment of a step.
 
 A worker started with BATON_TEST_CRASH="<step name>:<point>" in its environment kills
 itself (kill -9, no clean-up of any kind) when that step reaches that point on its first

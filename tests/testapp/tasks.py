@@ -425,7 +425,7 @@ class GraftAt(baton.Step):
         return value
 
 
-# --- hostile outcomes (tests/test_hostile.py) -------------------------------------------
+# --- hostile outcomes (tests/integration/test_hostile.py) -----------------------------
 def _deep(levels: int) -> Any:
     value: Any = "bottom"
     for _ in range(levels):

@@ -63,7 +63,7 @@ def test_a_completion_stores_its_calls_and_running_costs_in_one_statement() -> N
     )
     with CaptureQueriesContext(connection) as queries:
         assert advance.finish(claimed, outcome)
-    # The same one statement a plain completion costs (tests/test_query_budget.py).
+    # The same one statement a plain completion costs (tests/integration/test_query_budget.py).
     assert len(queries) == 1, [q["sql"][:80] for q in queries]
 
     expected = cost_of("gpt-4o-mini", 1200, 300, cache_read=200)

@@ -26,11 +26,11 @@ from django.contrib.auth.models import User
 from django.db import connection
 
 from baton import broadcast
-from tests import test_live
-from tests.helpers import chain, completed, free_port, run_step
-from tests.test_live import communicator, in_loop, make_user, receive_until
+from tests.helpers import REPO_ROOT, chain, completed, free_port, run_step
+from tests.integration import test_live
+from tests.integration.test_live import communicator, in_loop, make_user, receive_until
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "howto" / "live.md"
+DOCS = REPO_ROOT / "docs" / "howto" / "live.md"
 IDLE_SECONDS = 15
 
 redis_layer = test_live.redis_layer  # the fixture, shared

@@ -13,8 +13,9 @@ from django.urls import reverse
 import baton
 from baton.models import Workflow
 from baton.testing import wait_for_workflow
-from tests import test_live_browser
-from tests.test_live_browser import (
+from tests.testapp.tasks import Echo
+from tests.worker import test_live_browser
+from tests.worker.test_live_browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
     PASSWORD,
@@ -22,7 +23,6 @@ from tests.test_live_browser import (
     TIMEOUT_MS,
     off_loop,
 )
-from tests.testapp.tasks import Echo
 
 # The fixtures of the browser tests, shared: the skip (or CI failure) without Chromium,
 # and the live server.

@@ -16,16 +16,16 @@ from django.urls import reverse
 
 import baton
 from baton.models import Workflow
-from tests import test_live_browser
 from tests.helpers import load_shared_dag
-from tests.test_live_browser import (
+from tests.testapp.tasks import Echo
+from tests.worker import test_live_browser
+from tests.worker.test_live_browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
     PASSWORD,
     SCREENSHOT,
     TIMEOUT_MS,
 )
-from tests.testapp.tasks import Echo
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

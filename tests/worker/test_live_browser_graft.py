@@ -14,11 +14,11 @@ from django.urls import reverse
 import baton
 from baton.models import Workflow, WorkflowStep
 from baton.testing import wait_for_workflow
-from tests import test_live_browser
-from tests.test_live_browser import PASSWORD, SCREENSHOT, off_loop
-from tests.test_live_browser_actions import browser_page
-from tests.test_live_browser_graphs import log_in
 from tests.testapp.tasks import Echo, ListUrls
+from tests.worker import test_live_browser
+from tests.worker.test_live_browser import PASSWORD, SCREENSHOT, off_loop
+from tests.worker.test_live_browser_actions import browser_page
+from tests.worker.test_live_browser_graphs import log_in
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 

@@ -12,6 +12,7 @@ from django.test import override_settings
 
 from baton import checks as baton_checks
 from baton import conf
+from tests.helpers import REPO_ROOT
 
 IN_MEMORY = {"BACKEND": "channels.layers.InMemoryChannelLayer"}
 REDIS_OK = {
@@ -467,12 +468,11 @@ def test_invalid_baton_reaches_the_checks_instead_of_stopping_setup(
     import os
     import subprocess
     import sys
-    from pathlib import Path
 
     (tmp_path / "bad_baton_settings.py").write_text(
         f"from tests.settings import *  # noqa: F403\nBATON = {baton_value}\n"
     )
-    root = Path(__file__).resolve().parents[1]
+    root = REPO_ROOT
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "bad_baton_settings",

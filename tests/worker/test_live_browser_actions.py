@@ -15,8 +15,9 @@ from django.urls import reverse
 
 import baton
 from baton.models import Workflow
-from tests import test_live_browser
-from tests.test_live_browser import (
+from tests.testapp.tasks import Echo, FailsFirstRuns
+from tests.worker import test_live_browser
+from tests.worker.test_live_browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
     PASSWORD,
@@ -24,8 +25,7 @@ from tests.test_live_browser import (
     TIMEOUT_MS,
     off_loop,
 )
-from tests.test_live_browser_graphs import log_in
-from tests.testapp.tasks import Echo, FailsFirstRuns
+from tests.worker.test_live_browser_graphs import log_in
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 

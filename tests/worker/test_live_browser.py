@@ -31,7 +31,7 @@ from baton.broadcast import decimal_text
 from baton.display import format_usd
 from baton.models import Workflow, WorkflowStep
 from baton.testing import wait_for_workflow
-from tests.helpers import free_port
+from tests.helpers import REPO_ROOT, free_port
 from tests.testapp.tasks import Echo, FakeModelCall
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
@@ -40,9 +40,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu"]
 # Screenshots of the key states, kept by CI as artifacts (.ci/run lists them at its end):
 # $BATON_ARTIFACTS_DIR/screenshots/, by default .run/artifacts/screenshots/ (git-ignored).
-ARTIFACTS = Path(
-    os.environ.get("BATON_ARTIFACTS_DIR") or Path(__file__).resolve().parents[1] / ".run/artifacts"
-)
+ARTIFACTS = Path(os.environ.get("BATON_ARTIFACTS_DIR") or REPO_ROOT / ".run/artifacts")
 SCREENSHOTS = ARTIFACTS / "screenshots"
 SCREENSHOT = SCREENSHOTS / "baton-live.png"
 LIST_SCREENSHOT = SCREENSHOTS / "baton-live-list.png"

@@ -17,7 +17,7 @@ from baton.live import views
 from baton.live.layout import Via, layout
 from baton.models import Workflow, WorkflowStep
 from tests.helpers import run_step
-from tests.test_live import parse_nodes
+from tests.integration.test_live import parse_nodes
 from tests.testapp.tasks import Echo
 
 

@@ -1,6 +1,6 @@
 """The statements a grafting step's completion costs do not grow with the graft's size.
 
-Measured in-process, as tests/test_query_budget.py does: the test claims a step, builds
+Measured in-process, as tests/integration/test_query_budget.py does: the test claims a step, builds
 its graft as perform() would (job.graft() is a GraftBuilder), then runs what the task
 wrapper runs after perform() returns, the graft's check (graft_problems) and the
 completion (advance.finish), counting the statements Django's connection executes

@@ -12,9 +12,9 @@ from django.urls import reverse
 
 from baton.execution.advance import Discarded
 from baton.models import Workflow, WorkflowStep
-from tests import test_live
 from tests.helpers import chain, run_step
-from tests.test_live import communicator, in_loop, make_user, receive_until
+from tests.integration import test_live
+from tests.integration.test_live import communicator, in_loop, make_user, receive_until
 
 pytestmark = pytest.mark.django_db
 
