@@ -121,13 +121,15 @@ def test_delete_jobs_successful_deletes_completed_steps_jobs(start_worker):
 
 
 def test_the_fetch_claims_the_step_in_its_own_statement(start_worker):
-    start_worker(concurrency=2)
     workflow = (
         baton.new("fetch-claim")
         .add("a", Echo.new())
         .add_many("fan", [Echo.new() for _ in range(4)], deps=["a"])
         .insert()
     )
+    # Started after the insert, so that the root's job cannot race the worker's first
+    # fetch (see below); under load, one started first sometimes fetched it unclaimed.
+    start_worker(concurrency=2)
     workflow = wait_for_workflow(workflow, timeout=30)
     assert_completed(workflow)
     with connection.cursor() as cursor:
