@@ -29,6 +29,7 @@ import functools
 import json
 import logging
 import os
+import select
 import socket
 import time
 import typing
@@ -460,20 +461,35 @@ def worker_connector() -> PsycopgConnector:
 IDLE_CHECK_AFTER = 2.0
 
 
+def _server_wrote(connection: PooledConnection) -> bool:
+    """Whether an idle connection has unread input (an error, a termination notice, the
+    end of the stream): a poll of its socket, no round trip."""
+    if connection.closed or connection.broken:
+        return True
+    try:
+        readable, _, _ = select.select([connection.pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.OperationalError):
+        return True
+    return bool(readable)
+
+
 # Any: the pool's arguments as Procrastinate's connector passes them to its pool_factory.
 def _pool_checking_idle_connections(**kwargs: Any) -> psycopg_pool.AsyncConnectionPool:
     """psycopg's pool as Procrastinate makes it, with its check on taking a connection
-    kept only for connections that sat idle: Procrastinate checks every one, an extra
-    round trip before each fetch (a quarter of a busy worker's wait on the database).
-    A connection used a moment ago that breaks anyway fails its query, which the worker
-    retries like any query the server cut (`_connection_lost`)."""
+    (an empty query: one round trip before each fetch, a quarter of a busy worker's wait
+    on the database) kept only where it can find something: for connections that sat
+    idle, and for those the server has written to since their last query. A server that
+    shuts down or restarts, or kills a backend, sends its termination notice to every
+    connection first; without this check the first query on each would fail, and some of
+    Procrastinate's (finishing a job) are not retried."""
     returned_at: weakref.WeakKeyDictionary[PooledConnection, float] = weakref.WeakKeyDictionary()
 
     async def stamp(connection: PooledConnection) -> None:
         returned_at[connection] = time.monotonic()
 
     async def check(connection: PooledConnection) -> None:
-        if time.monotonic() - returned_at.get(connection, 0.0) > IDLE_CHECK_AFTER:
+        idle = time.monotonic() - returned_at.get(connection, 0.0) > IDLE_CHECK_AFTER
+        if idle or _server_wrote(connection):
             await psycopg_pool.AsyncConnectionPool.check_connection(connection)
 
     return psycopg_pool.AsyncConnectionPool(**{**kwargs, "check": check, "reset": stamp})
