@@ -16,16 +16,17 @@ import subprocess
 import sys
 import urllib.parse
 import uuid
-from pathlib import Path
 
 import psycopg
 import pytest
 from django.db import connection
 from psycopg import sql
 
+from tests.helpers import REPO_ROOT
+
 pytestmark = [pytest.mark.worker, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 BENCH = ROOT / "bench"
 
 # Modules of bench/ that are not scripts.
