@@ -582,7 +582,12 @@ def machine() -> str:
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
         row = cursor.fetchone()
-    pg = row[0] if row else "?"
+        # The settings that change a commit's cost, which Redis-backed peers do not pay.
+        durability = []
+        for name in ("synchronous_commit", "fsync"):
+            cursor.execute(f"SHOW {name}")
+            durability.append(f"{name} {cursor.fetchone()[0]}")
+    pg = f"{row[0] if row else '?'} ({', '.join(durability)})"
     from importlib.metadata import version
 
     return (

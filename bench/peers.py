@@ -17,7 +17,7 @@ Peers, each set up as its own docs say:
 
 Shapes: chain hand-offs, a fan-out with a join, every graph in ../shared/dags replayed
 with no-op steps (baton against the zero-overhead greedy schedule; Celery as a chain of
-one group per layer, the closest canvas), and model calls in flight (a 1,000-wide fan-out
+one chord per layer, the closest canvas), and model calls in flight (a 1,000-wide fan-out
 of steps awaiting asyncio.sleep(2) on one worker at concurrency 200). A fresh worker per
 measurement; systems back to back within a round, in reverse order every other round;
 the goals are judged on medians of per-round ratios. The section is written into
@@ -517,9 +517,11 @@ def chain_of(rig: Rig, system: str, length: int, concurrency: int) -> dict[str, 
 
 def layers(graph: Graph) -> list[list[str]]:
     """Tasks by depth (longest path from a root): every dependency is in an earlier layer."""
+    import graphlib
+
     depth: dict[str, int] = {}
-    for task in graph.order:  # the files list dependencies before their dependents
-        depth[task] = 1 + max((depth[d] for d in graph.deps[task]), default=-1)
+    for task in graphlib.TopologicalSorter(graph.deps).static_order():
+        depth[task] = 1 + max((depth[d] for d in graph.deps.get(task, ())), default=-1)
     by_depth: dict[int, list[str]] = {}
     for task in graph.order:
         by_depth.setdefault(depth[task], []).append(task)
@@ -550,12 +552,19 @@ def replay(rig: Rig, system: str, graph: Graph, concurrency: int) -> dict[str, A
                 )
             builder.insert()
         else:
-            from celery import chain, group
+            from celery import chain, chord, group
 
             from bench import celery_peer
 
+            # Each layer a chord with a no-op body, so that the next layer starts when
+            # every task of this one is done (a chain of bare groups does not wait).
             chain(
-                group(celery_peer.mark.si(run, task, 0, graph.durations[task]) for task in layer)
+                chord(
+                    group(
+                        celery_peer.mark.si(run, task, 0, graph.durations[task]) for task in layer
+                    ),
+                    celery_peer.noop.si(),
+                )
                 for layer in layers(graph)
             ).apply_async()
         wait_for(
@@ -839,7 +848,8 @@ last member defers the join), on BatonWorker, which is Procrastinate's worker wi
 lost wake-up fixed. *Celery* 5 runs its own canvas on a private Redis (broker and result
 backend, no persistence) with its default prefork pool: the fan-out is
 `chain(root, chord(group(members), join))`, the chain `chain(links)`, a graph a chain of
-one group per layer (Celery's canvas cannot say "after these two of the previous
+one chord per layer, `chord(group(layer), noop)` (a chain of bare groups does not wait
+for the previous group to finish; Celery's canvas cannot say "after these two of the previous
 layer"; each layer waits for the whole previous one, so its zero-overhead schedule is
 the *layered greedy*), the in-flight shape the threads pool (Celery tasks are sync).
 Throughput = jobs / (join's end - root's start). Worker CPU is the worker process's
