@@ -6,9 +6,9 @@ and the unit-test time.
     .venv/bin/python scripts/house_report.py --no-tests # without the unit-test run
 
 Function-level imports are found in the AST; the reason is the comment on the import's
-line or on the line above it. Cycles are computed from module-level imports (those run
-at import time; TYPE_CHECKING blocks excluded): strongly connected components of the
-graph of baton modules.
+line or the comment block above it (a pragma such as `# noqa` is no reason). Cycles are
+computed from module-level imports (those run at import time; TYPE_CHECKING blocks
+excluded): strongly connected components of the graph of baton modules.
 """
 
 from __future__ import annotations
@@ -87,20 +87,29 @@ def _targets(node: ast.stmt, module: str, known: dict[str, Path]) -> set[str]:
     return found
 
 
+_PRAGMAS = ("noqa", "type:", "pragma:", "fmt:")
+
+
+def _comment(text: str) -> str:
+    """The comment of a line, or "" when it is only a tool's pragma (noqa, type: ignore)."""
+    comment = text.split("#", 1)[1].strip() if "#" in text else ""
+    return "" if comment.startswith(_PRAGMAS) else comment
+
+
 def _reason(lines: list[str], node: ast.stmt) -> str:
-    """The comment on the import's line, or above it (over the imports of its group)."""
-    line = lines[node.lineno - 1]
-    if "#" in line:
-        return line.split("#", 1)[1].strip()
+    """The comment on the import's line, or the comment block above it (over the imports
+    of its group). A pragma such as `# noqa: F401` is no reason."""
+    inline = _comment(lines[node.lineno - 1])
+    if inline:
+        return inline
     number = node.lineno - 2
-    while number >= 0:
-        above = lines[number].strip()
-        if above.startswith("#"):
-            return above.lstrip("# ").strip()
-        if not above.startswith(("import ", "from ")):
-            return ""
+    while number >= 0 and lines[number].strip().startswith(("import ", "from ")):
         number -= 1
-    return ""
+    block: list[str] = []
+    while number >= 0 and lines[number].strip().startswith("#"):
+        block.insert(0, lines[number].strip().lstrip("#").strip())
+        number -= 1
+    return " ".join(part for part in block if part)
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
