@@ -6,6 +6,7 @@ Models are not imported here (that would break app loading): use baton.models.
 from typing import TYPE_CHECKING, Any
 
 from baton.exceptions import BatonError, InvalidWorkflow, ResultUnavailable, WorkflowExists
+from baton.execution.builder import WorkflowBuilder
 from baton.execution.outcomes import Discard, Error, Snooze
 from baton.graph.spec import StepSpec
 
@@ -49,8 +50,6 @@ def new(
     on_conflict: str = "return",
 ) -> Any:
     """Start building a workflow: chain .add(...) / .add_many(...), then .insert()."""
-    from baton.execution.builder import WorkflowBuilder
-
     return WorkflowBuilder(
         workflow_name,
         workflow_id=workflow_id,
@@ -66,6 +65,7 @@ def new(
 def append(workflow: Any) -> Any:
     """Grow a running workflow: chain .add(...) / .add_many(...), then .insert(). New steps
     may depend on the workflow's existing steps; completed ones count as done."""
+    # App loading: append imports the models, and Django imports this package first.
     from baton.execution.append import WorkflowAppender
 
     return WorkflowAppender(workflow)
@@ -75,15 +75,15 @@ def __getattr__(name: str) -> Any:
     # Step, Job and the result helpers import Procrastinate's Django app and Django's ORM;
     # loading them lazily keeps `import baton` cheap and safe before apps are ready.
     if name in ("Step", "Job"):
-        from baton.execution import step
+        from baton.execution import step  # app loading: see above
 
         return getattr(step, name)
     if name in ("get_result", "get_all_results"):
-        from baton import results
+        from baton import results  # app loading: see above
 
         return getattr(results, name)
     if name in ("LLMStep", "RateLimited", "model_for"):
-        from baton import llm
+        from baton import llm  # app loading: see above
 
         return getattr(llm, name)
     raise AttributeError(f"module 'baton' has no attribute {name!r}")

@@ -8,6 +8,8 @@ class BatonConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # App loading: Django loads apps.py before any app is ready, and advises ready()
+        # for modules that connect signal handlers and register checks and tasks.
         from baton import (
             broadcast,
             checks,  # noqa: F401  (registers the system checks)

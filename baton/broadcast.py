@@ -26,8 +26,11 @@ import time
 from decimal import Decimal
 from typing import Any
 
+from channels.layers import get_channel_layer
+
 from baton import signals
 from baton.conf import settings
+from baton.models import Workflow
 
 logger = logging.getLogger("baton")
 
@@ -206,8 +209,6 @@ class _Sender:
         a group_send costs channels-redis the same CPU for one event as for fifty, and
         two per event (workflow group and list group) were most of a worker's cost of
         broadcasting. Each group's events keep the order they were queued in."""
-        from channels.layers import get_channel_layer
-
         messages = coalesce(batch)
         remaining = [len(groups) for _, groups, _ in batch]  # sends each event still needs
         for alias, group, numbers in messages:
@@ -330,8 +331,6 @@ def on_workflow_changed(workflow_id: Any) -> None:
     the header from the event. Reads the workflow after commit, so it says what is."""
     if not settings.CHANNEL_LAYER:
         return
-    from baton.models import Workflow
-
     workflow = Workflow.objects.filter(pk=workflow_id).first()
     if workflow is None:
         return

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -107,6 +108,7 @@ class Workflow(models.Model):
 
     def cancel(self) -> int:
         """Cancel pending steps and ask running ones to abort. Returns steps cancelled."""
+        # A cycle otherwise: the engine works on these models (and loads with them).
         from baton.execution.control import cancel_workflow
 
         return cancel_workflow(self)
@@ -114,18 +116,14 @@ class Workflow(models.Model):
     def retry(self, steps: Sequence[str] | None = None) -> int:
         """Re-run discarded and cancelled steps (and what they cancelled), keeping
         completed results; with `steps`, only those steps and what they cancelled."""
-        from baton.execution.control import retry_workflow
+        from baton.execution.control import retry_workflow  # a cycle otherwise (above)
 
         return retry_workflow(self, steps)
 
     async def acancel(self) -> int:
-        from asgiref.sync import sync_to_async
-
         return await sync_to_async(self.cancel)()
 
     async def aretry(self, steps: Sequence[str] | None = None) -> int:
-        from asgiref.sync import sync_to_async
-
         return await sync_to_async(self.retry)(steps)
 
 

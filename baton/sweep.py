@@ -30,7 +30,7 @@ from procrastinate import sql as procrastinate_sql
 
 from baton import signals
 from baton.conf import settings as baton_settings
-from baton.execution import upstream
+from baton.execution import local_worker, upstream
 from baton.execution.announce import announcing
 from baton.execution.append import release_what_is_ready
 from baton.execution.cascade import enqueue, fail_steps, job_request
@@ -210,8 +210,6 @@ def _retry_stalled_jobs(alias: str, seconds: float, report: SweepReport) -> None
 
 
 def _wake_local_worker() -> None:
-    from baton.execution import local_worker
-
     local_worker.job_due(None)
 
 

@@ -12,9 +12,11 @@ registered with the default interval, and ``schedule_sweep()`` (called by
 from __future__ import annotations
 
 import attr
+from django.db import close_old_connections
 from procrastinate.contrib.django import app
 
 from baton import conf
+from baton.sweep import sweep as run_sweep
 
 SWEEP_PERIODIC_ID = "baton-sweep"
 
@@ -34,10 +36,6 @@ DEFAULT_SWEEP_CRON = sweep_cron(float(conf.DEFAULTS["SWEEP_INTERVAL"]))  # type:
 @app.periodic(cron=DEFAULT_SWEEP_CRON, periodic_id=SWEEP_PERIODIC_ID)
 @app.task(name="baton.sweep", queue="default", pass_context=False)
 def sweep(timestamp: int) -> str:
-    from django.db import close_old_connections
-
-    from baton.sweep import sweep as run_sweep
-
     close_old_connections()
     try:
         return run_sweep().summary()

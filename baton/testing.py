@@ -29,6 +29,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import django
+from django.conf import settings
+from django.core.management import execute_from_command_line
+from django.db import connections
+
 from baton.graph.states import TERMINAL_STEP_STATES, StepState, WorkflowState
 
 __all__ = [
@@ -56,8 +61,6 @@ def require_committed(database: str = "default") -> None:
     """Raise ``NotTransactional`` when ``database``'s connection is inside an atomic block:
     pytest-django's plain ``django_db`` mark and Django's ``TestCase`` run each test in a
     transaction that is rolled back, and the worker, another process, sees none of it."""
-    from django.db import connections
-
     if connections[database].in_atomic_block:
         raise NotTransactional(
             "baton.testing runs a real worker in another process, and this test's database "
@@ -102,8 +105,6 @@ class WorkerProcess:
         return self.process.pid
 
     def _command(self) -> list[str]:
-        from django.db import connections
-
         name = connections[self.database].settings_dict["NAME"]
         command = [
             sys.executable,
@@ -125,8 +126,6 @@ class WorkerProcess:
         return command + self.extra_args
 
     def start(self, wait: bool = True) -> WorkerProcess:
-        from django.conf import settings
-
         require_committed(self.database)
         env = {**os.environ, **self.extra_env}
         # The test's settings module, unless `env` names another one.
@@ -198,8 +197,6 @@ class WorkerProcess:
 
 
 def _latest_worker_id(database: str) -> int:
-    from django.db import connections
-
     with connections[database].cursor() as cursor:
         cursor.execute("SELECT coalesce(max(id), 0) FROM procrastinate_workers")
         row = cursor.fetchone()
@@ -208,6 +205,7 @@ def _latest_worker_id(database: str) -> int:
 
 def step_states(workflow: Any) -> dict[str, str]:
     """{step name: state} for a workflow."""
+    # App loading: users import baton.testing in conftest.py, before the apps are ready.
     from baton.models import WorkflowStep
 
     return dict(WorkflowStep.objects.filter(workflow_id=workflow.pk).values_list("name", "state"))
@@ -215,7 +213,7 @@ def step_states(workflow: Any) -> dict[str, str]:
 
 def wait_for_workflow(workflow: Any, timeout: float = 60.0, poll: float = 0.05) -> Any:
     """Poll until the workflow is completed, failed or cancelled; return it refreshed."""
-    from baton.models import Workflow
+    from baton.models import Workflow  # app loading: see step_states
 
     require_committed()
     deadline = time.monotonic() + timeout
@@ -248,7 +246,7 @@ def run_workflow(builder: Any, *, timeout: float = 60.0, concurrency: int = 2) -
 
 def assert_completed(workflow: Any) -> None:
     """Assert the workflow completed, naming the steps that did not."""
-    from baton.models import WorkflowStep
+    from baton.models import WorkflowStep  # app loading: see step_states
 
     workflow.refresh_from_db()
     if workflow.state != WorkflowState.COMPLETED:
@@ -263,10 +261,6 @@ def assert_completed(workflow: Any) -> None:
 def _main(argv: list[str]) -> None:
     """python -m baton.testing ALIAS DBNAME <manage.py args>: run a management command
     with one database's NAME replaced (the test database)."""
-    import django
-    from django.conf import settings
-    from django.core.management import execute_from_command_line
-
     alias, name, *args = argv
     settings.DATABASES[alias]["NAME"] = name
     django.setup()

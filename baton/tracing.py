@@ -20,6 +20,10 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from django.db import connections
+
+from baton import signals
+from baton.execution.deferrer import database_alias
 from baton.graph.states import StepState, WorkflowState
 
 logger = logging.getLogger("baton")
@@ -131,10 +135,6 @@ def start_attempt(claimed: Any, job: Any) -> Any:
 
 def _queue_wait_seconds(claimed: Any) -> float | None:
     """From the job's creation (its first Procrastinate event) to the claim."""
-    from django.db import connections
-
-    from baton.execution.deferrer import database_alias
-
     with connections[database_alias()].cursor() as cursor:
         cursor.execute(
             "SELECT min(at) FROM procrastinate_events WHERE job_id = %s", [claimed.job_id]
@@ -148,10 +148,6 @@ def _queue_wait_seconds(claimed: Any) -> float | None:
 
 def _store_span(claimed: Any, span_id: str) -> None:
     """Where the dependents' spans find this attempt's (fenced: only this attempt's)."""
-    from django.db import connections
-
-    from baton.execution.deferrer import database_alias
-
     with connections[database_alias()].cursor() as cursor:
         cursor.execute(
             "UPDATE baton_step SET trace_span = %s "
@@ -208,6 +204,4 @@ def on_workflow_finished(sender: Any, workflow: Any, state: str, **kwargs: Any) 
 
 
 def connect() -> None:
-    from baton import signals
-
     signals.workflow_finished.connect(on_workflow_finished, dispatch_uid="baton.tracing.workflow")

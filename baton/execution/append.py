@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.db import connections, transaction
 
 from baton import broadcast
@@ -56,8 +57,6 @@ class WorkflowAppender(WorkflowGraph):
         return append_steps(self.workflow, self)
 
     async def ainsert(self) -> Workflow:
-        from asgiref.sync import sync_to_async
-
         return await sync_to_async(self.insert)()
 
 

@@ -13,6 +13,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from django.db import connections
 from procrastinate import jobs as procrastinate_jobs
 from procrastinate import manager as procrastinate_manager
 from procrastinate.contrib.django import django_connector
@@ -51,8 +52,6 @@ def may_prepare(alias: str) -> bool:
     Django keeps psycopg's off by default (prepare_threshold=None) for connection
     poolers; baton prepares its own per-step statements anyway, unless the database's
     OPTIONS set prepare_threshold to None explicitly."""
-    from django.db import connections
-
     options = connections[alias].settings_dict.get("OPTIONS") or {}
     return not ("prepare_threshold" in options and options["prepare_threshold"] is None)
 

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import connections
+
 _lock = threading.Lock()
 
 
@@ -143,7 +145,5 @@ def connections_current() -> None:
     the database was lost since they were made (Django, with persistent connections and
     no health checks, would hand a broken one to perform())."""
     if getattr(_seen, "outages", 0) != _outages:
-        from django.db import connections
-
         connections.close_all()
     _seen.outages = _outages

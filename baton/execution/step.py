@@ -39,6 +39,7 @@ from baton.conf import settings as baton_settings
 from baton.exceptions import ResultNotSerializable, ResultTooLarge, ResultUnavailable
 from baton.execution import advance, local_worker
 from baton.execution.deferrer import database_alias
+from baton.execution.graft import GraftBuilder, graft_problems
 from baton.execution.outcomes import Discard, Error, Snooze
 from baton.execution.registry import option_problems, registry
 from baton.graph.policy import backoff_seconds, should_retry
@@ -46,6 +47,8 @@ from baton.graph.spec import StepSpec
 from baton.graph.validate import json_problem
 from baton.llm.ledger import Call, Ledger
 from baton.llm.usage import Usage
+from baton.models import Workflow
+from baton.results import load_dependency_results
 
 logger = logging.getLogger("baton")
 
@@ -78,8 +81,6 @@ class Job:
         (add / add_many / fan_out; no insert): written in the same transaction as the
         step's completion, and the step's dependents wait for all of it."""
         if self._graft is None:
-            from baton.execution.graft import GraftBuilder
-
             self._graft = GraftBuilder(f"graft of {self.step_name}", self.workflow_id)
         return self._graft
 
@@ -140,8 +141,6 @@ class Job:
     @property
     def workflow(self) -> Any:
         if self._workflow is None:
-            from baton.models import Workflow
-
             self._workflow = Workflow.objects.get(pk=self.workflow_id)
         return self._workflow
 
@@ -151,8 +150,6 @@ class Job:
     # Results of dependencies -----------------------------------------------------------
     def _load_dependencies(self) -> dict[str, Any]:
         if self._dep_results is _NOT_LOADED:
-            from baton.results import load_dependency_results
-
             self._dep_results = load_dependency_results(self.step_id)
         return self._dep_results  # type: ignore[no-any-return]
 
@@ -535,8 +532,6 @@ def _with_graft(
 ) -> advance.AttemptOutcome:
     """The completion with its graft, or, for a graft that would not insert, a failed
     attempt that says why (nothing of the graft is written)."""
-    from baton.execution.graft import graft_problems
-
     problems = graft_problems(claimed, job._graft)
     if not problems:
         return dataclasses.replace(outcome, graft=job._graft)

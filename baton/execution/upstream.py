@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.resources
+import inspect
 import re
+
+from procrastinate import manager, sql, worker
 
 #: The Procrastinate release the items below were read at.
 AUDITED_VERSION = "3.10.0"
@@ -172,11 +176,6 @@ AUDITED: tuple[Borrowed, ...] = (
 
 def upstream_text(item: Borrowed) -> str:
     """The installed Procrastinate's text of an audited item."""
-    import importlib.resources
-    import inspect
-
-    from procrastinate import manager, sql, worker
-
     if item.kind == "sql function":
         schema = importlib.resources.files("procrastinate.sql").joinpath("schema.sql")
         return sql_function_body(schema.read_text(), item.name)

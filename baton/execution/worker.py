@@ -46,13 +46,19 @@ from procrastinate import exceptions as procrastinate_exceptions
 from procrastinate import job_context as procrastinate_job_context
 from procrastinate import jobs as procrastinate_jobs
 from procrastinate import manager as procrastinate_manager
+from procrastinate import psycopg_connector
 from procrastinate import retry as procrastinate_retry
 from procrastinate import utils as procrastinate_utils
 from procrastinate import worker as procrastinate_worker
 from procrastinate.app import WorkerOptions
+from procrastinate.contrib.django import settings as procrastinate_settings
+from procrastinate.contrib.django import utils as procrastinate_django_utils
 
 from baton.conf import settings as baton_settings
-from baton.execution import local_worker
+from baton.execution import advance, local_worker
+from baton.execution.claim import unclaim
+from baton.execution.deferrer import may_prepare
+from baton.llm.ledger import warm_up
 
 if TYPE_CHECKING:
     from procrastinate.psycopg_connector import PsycopgConnector
@@ -145,8 +151,6 @@ class _ClaimingJobManager(procrastinate_manager.JobManager):
     ) -> list[procrastinate_jobs.Job]:
         """Up to `limit` jobs, their steps claimed, in one round trip. Fewer (or none)
         means no other job was due."""
-        from baton.execution import advance
-
         while True:
             rows = await self.connector.execute_query_all_async(
                 query=advance.FETCH_AND_CLAIM_SQL, queues=queues, worker_id=worker_id, limit=limit
@@ -172,8 +176,6 @@ class _ClaimingJobManager(procrastinate_manager.JobManager):
             # Only jobs this worker cannot run: fetch again (they are due later now).
 
     async def _hand_back(self, job: procrastinate_jobs.Job, claim: FetchedClaim) -> None:
-        from baton.execution.claim import unclaim
-
         values, old_state, _ = claim
         delay = hand_back_delay(job.attempts)
         await sync_to_async(unclaim, thread_sensitive=False)(values, old_state)
@@ -408,8 +410,6 @@ def hand_back_delay(times_handed_back: int) -> int:
 def _warm_up_pricing() -> None:
     """Load the price data before the first step: the first price in a process costs
     ~0.1 s of CPU (genai-prices' tables), which would stall the worker's other steps."""
-    from baton.llm.ledger import warm_up
-
     warm_up()
 
 
@@ -430,12 +430,6 @@ def worker_connector() -> PsycopgConnector:
     Every query Procrastinate's worker makes is one statement (its SQL functions are
     atomic), so the BEGIN and COMMIT that psycopg's pool wraps around each one by default
     are two round trips per fetch spent on nothing."""
-    from procrastinate import psycopg_connector
-    from procrastinate.contrib.django import settings as procrastinate_settings
-    from procrastinate.contrib.django import utils as procrastinate_django_utils
-
-    from baton.execution.deferrer import may_prepare
-
     alias = procrastinate_settings.settings.DATABASE_ALIAS
     params = procrastinate_django_utils.connector_params(alias)
     if may_prepare(alias):

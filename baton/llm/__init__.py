@@ -14,23 +14,20 @@ multi-model helpers. The engine knows of it only through the calls an attempt ca
 from typing import TYPE_CHECKING, Any
 
 from baton.llm.hints import RateLimited, retry_after_hint
+from baton.llm.multi_model import model_for
 from baton.llm.usage import Usage, usage_from
 
 if TYPE_CHECKING:
-    from baton.llm.multi_model import model_for
     from baton.llm.step import LLMStep
 
 __all__ = ["LLMStep", "RateLimited", "Usage", "model_for", "retry_after_hint", "usage_from"]
 
 
 def __getattr__(name: str) -> Any:
-    # LLMStep imports Procrastinate's Django app: loaded on first use, after apps are ready.
+    # LLMStep imports the models: loaded on first use, so that `import baton.llm` works
+    # before the apps are ready.
     if name == "LLMStep":
-        from baton.llm.step import LLMStep
+        from baton.llm.step import LLMStep  # app loading: see above
 
         return LLMStep
-    if name == "model_for":
-        from baton.llm.multi_model import model_for
-
-        return model_for
     raise AttributeError(f"module 'baton.llm' has no attribute {name!r}")

@@ -70,6 +70,10 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from django.db import close_old_connections
+
+from baton.execution.deferrer import database_alias
+
 logger = logging.getLogger("baton")
 
 __all__ = [
@@ -367,8 +371,6 @@ def _settle(written: concurrent.futures.Future[int | None]) -> None:
 def _write_logged(record: _Record, answers: DebugHandle | None) -> int | None:
     """On the writer thread: insert the record (a response linked to the request of
     `answers`) and return its id; log, never raise, an error."""
-    from django.db import close_old_connections
-
     close_old_connections()  # one broken by a database restart is replaced
     try:
         request_id = None if answers is None else answers._wait_request_id(WRITE_WAIT)
@@ -386,7 +388,7 @@ def _write_logged(record: _Record, answers: DebugHandle | None) -> int | None:
 
 
 def _write(record: _Record, request_id: int | None) -> int:
-    from baton.execution.deferrer import database_alias
+    # App loading: baton.debug, public, may be imported before the apps are ready.
     from baton.models import DebugRecord
 
     created = DebugRecord.objects.using(database_alias()).create(

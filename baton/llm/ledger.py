@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
+from baton.llm.pricing import price
 from baton.llm.usage import Usage, usage_from
 
 logger = logging.getLogger("baton")
@@ -76,8 +77,6 @@ class Ledger:
 
 
 def _price(usage: Usage) -> Decimal | None:
-    from baton.llm.pricing import price
-
     try:
         return price(usage)
     except Exception:

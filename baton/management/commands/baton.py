@@ -18,6 +18,20 @@ import uuid
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
+from django.utils import timezone
+from procrastinate.contrib.django import app, django_connector
+
+from baton.conf import settings as baton_settings
+from baton.display import format_usd
+from baton.execution.deferrer import database_alias
+from baton.execution.registry import registry
+from baton.execution.worker import run_worker, worker_connector
+from baton.explain import explain, queue_listeners
+from baton.graph.states import WorkflowState
+from baton.models import StepDependency, Workflow, WorkflowStep
+from baton.sweep import prune_workflows
+from baton.sweep import sweep as run_sweep
 
 TERMINAL = ("completed", "discarded", "cancelled")
 
@@ -175,9 +189,6 @@ class Command(BaseCommand):
 
     # ---------------------------------------------------------------------------- worker
     def _worker(self, options: dict[str, Any]) -> None:
-        from procrastinate.contrib.django import app, django_connector
-
-        from baton.execution.worker import run_worker, worker_connector
 
         verbosity = options["verbosity"]
         if verbosity >= 2:
@@ -213,9 +224,7 @@ class Command(BaseCommand):
 
     # ----------------------------------------------------------------------------- sweep
     def _sweep(self, options: dict[str, Any]) -> None:
-        from baton.sweep import sweep
-
-        report = sweep(
+        report = run_sweep(
             seconds_since_heartbeat=options["heartbeat_timeout"],
             stale_executing_after=options["stale_after"],
             prune_after=False if options["no_prune"] else True,
@@ -227,12 +236,9 @@ class Command(BaseCommand):
             self.stdout.write(f"  discarded {name}")
 
     def _prune(self, options: dict[str, Any]) -> None:
-        from baton.conf import settings
-        from baton.sweep import prune_workflows
-
         older_than = options["older_than"]
         if older_than is None:
-            older_than = settings.PRUNE_AFTER
+            older_than = baton_settings.PRUNE_AFTER
         if older_than is None:
             raise CommandError("give --older-than (e.g. 7d) or set BATON['PRUNE_AFTER']")
         count = prune_workflows(older_than)
@@ -240,9 +246,6 @@ class Command(BaseCommand):
 
     # ------------------------------------------------------------------------------ list
     def _list(self, options: dict[str, Any]) -> None:
-        from baton.graph.states import WorkflowState
-        from baton.models import Workflow
-
         workflows = Workflow.objects.all()
         states = [s.strip().lower() for s in options["state"].split(",") if s.strip()]
         allowed = [state.value for state in WorkflowState]
@@ -287,8 +290,6 @@ class Command(BaseCommand):
         )
 
     def _get(self, workflow_id: str) -> Any:
-        from baton.models import Workflow
-
         try:
             return Workflow.objects.get(pk=uuid.UUID(workflow_id))
         except (ValueError, Workflow.DoesNotExist) as exc:
@@ -341,11 +342,6 @@ def _log_to_stderr(level: int) -> None:
 
 def worker_banner(name: str, queues: list[str], concurrency: int) -> str:
     """What `baton worker` says when it starts: who it is, where it listens, what it runs."""
-    from django.db import connections
-
-    from baton.execution.deferrer import database_alias
-    from baton.execution.registry import registry
-
     alias = database_alias()
     db = connections[alias].settings_dict
     where = f"{db.get('HOST') or 'localhost'}:{db.get('PORT') or 5432}"
@@ -376,8 +372,6 @@ def worker_banner(name: str, queues: list[str], concurrency: int) -> str:
 
 def parse_since(text: str) -> datetime.datetime:
     """`--since`: an age (7d, 12h, 30m, 45s) before now, or an ISO date or datetime."""
-    from django.utils import timezone
-
     if text and text[-1] in "dhms" and text[:-1].replace(".", "", 1).isdigit():
         return timezone.now() - parse_duration(text)
     try:
@@ -402,15 +396,11 @@ def _ago(seconds: float) -> str:
 
 
 def _local(moment: datetime.datetime) -> datetime.datetime:
-    from django.utils import timezone
-
     return timezone.localtime(moment) if timezone.is_aware(moment) else moment
 
 
 def render_list(workflows: list[Any], *, width: int = 100) -> str:
     """Workflows as a table that fits `width` columns: the name is cut to fit."""
-    from django.utils import timezone
-
     now = timezone.now()
     header = ("ID", "STATE", "STEPS", "CREATED", "TOOK", "NAME")
     rows = []
@@ -460,9 +450,6 @@ def render_workflow(workflow: Any) -> str:
     """The workflow as text: a header with a progress bar, then its steps in dependency
     order, indented by depth, each with state, attempts, duration and deps; grafted
     steps ("+ name") right under the step that grafted them, one level deeper."""
-    from baton.display import format_usd
-    from baton.models import StepDependency, WorkflowStep
-
     steps = list(WorkflowStep.objects.filter(workflow=workflow).order_by("id"))
     by_id = {step.id: step for step in steps}
     upstream: dict[int, list[int]] = {step.id: [] for step in steps}
@@ -559,8 +546,6 @@ MAX_EXPLAINED = 12
 def _explanations(steps: list[Any]) -> dict[Any, list[str]]:
     """{step id: sentences} from baton.explain for the waiting and queued steps (the first
     MAX_EXPLAINED of them); key None says how many were left out."""
-    from baton.explain import explain, queue_listeners
-
     pending = ("waiting", "available", "scheduled", "retryable")
     chosen = [step for step in steps if step.state in pending]
     # Queued steps first: "no worker listens on queue X" is the news; then the waiting
