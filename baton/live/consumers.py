@@ -41,13 +41,9 @@ from django.http.request import validate_host
 
 from baton.broadcast import WORKFLOW_LIST_GROUP, step_payload, workflow_group
 from baton.explain import explain
-from baton.live.views import (
-    WORKFLOWS_PER_PAGE,
-    can_view,
-    state_counts,
-    workflow_snapshot,
-    workflow_summaries,
-)
+from baton.live.access import can_view
+from baton.live.queries import state_counts, workflow_snapshot, workflow_summaries
+from baton.live.views import WORKFLOWS_PER_PAGE
 from baton.models import Workflow, WorkflowStep
 
 WORKFLOW_TOTALS = ("workflow_cost_usd", "workflow_unpriced_calls")

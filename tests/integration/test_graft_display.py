@@ -117,7 +117,7 @@ def test_baton_show_indents_each_graft_under_its_step(grafted: Workflow) -> None
     assert "(grafted 3)" in lines[0] and "(grafted 1)" in lines[2]
 
 
-# What the live page's snapshot loads of each step (baton.live.views.step_snapshot).
+# What the live page's snapshot loads of each step (baton.live.queries.step_snapshot).
 LIVE_FIELDS = (
     "id",
     "workflow_id",

@@ -32,7 +32,7 @@ from baton.broadcast import decimal_text
 from baton.display import format_usd
 from baton.execution import advance
 from baton.execution.advance import Discarded
-from baton.live import views
+from baton.live import drawing, queries, views
 from baton.live.layout import depths, layout
 from baton.llm.ledger import Call
 from baton.llm.usage import Usage
@@ -284,7 +284,7 @@ class TestViews:
     def test_above_the_edge_limit_only_steps_are_drawn_with_a_note(
         self, admin_client: Client, monkeypatch
     ) -> None:
-        monkeypatch.setattr(views, "MAX_DRAWN_EDGES", 1)
+        monkeypatch.setattr(drawing, "MAX_DRAWN_EDGES", 1)
         workflow = chain("no-edges")
 
         html = admin_client.get(page_url(workflow)).content.decode()
@@ -343,7 +343,7 @@ class TestViews:
     def test_snapshots_carry_costs_as_decimal_strings(self) -> None:
         workflow = costed("snapshot-costs")
 
-        snapshot = views.workflow_snapshot(workflow.pk)
+        snapshot = queries.workflow_snapshot(workflow.pk)
 
         assert snapshot is not None
         decoded = json.loads(json.dumps(snapshot))  # plain JSON: no Decimal left in it

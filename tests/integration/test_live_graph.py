@@ -13,7 +13,7 @@ from django.test import Client
 from django.urls import reverse
 
 import baton
-from baton.live import views
+from baton.live import drawing as graph_drawing
 from baton.live.layout import Via, layout
 from baton.models import Workflow, WorkflowStep
 from tests.helpers import run_step
@@ -91,12 +91,12 @@ class TestBigGraphs:
         assert len(html) < 30_000
 
     def test_small_groups_are_drawn_step_by_step(self, admin_client: Client) -> None:
-        workflow = fan(views.GROUP_THRESHOLD)
+        workflow = fan(graph_drawing.GROUP_THRESHOLD)
 
         html = page(admin_client, workflow)
 
         assert groups_in(html) == {}
-        assert len(parse_nodes(html).nodes) == views.GROUP_THRESHOLD + 2
+        assert len(parse_nodes(html).nodes) == graph_drawing.GROUP_THRESHOLD + 2
 
     def test_a_group_expands_and_collapses_again(self, admin_client: Client) -> None:
         workflow = fan(300)
@@ -143,7 +143,11 @@ def _crosses_a_node(segment: str, boxes: list[tuple[float, float]]) -> bool:
         if command == "H":
             x2 = values[0]
             for bx, by in boxes:
-                if by < y < by + views.NODE_HEIGHT and bx < x2 and x < bx + views.NODE_WIDTH:
+                if (
+                    by < y < by + graph_drawing.NODE_HEIGHT
+                    and bx < x2
+                    and x < bx + graph_drawing.NODE_WIDTH
+                ):
                     return True
             x = x2
         else:
@@ -175,7 +179,7 @@ def test_edges_that_skip_columns_run_between_the_nodes_of_the_columns_they_cross
 def test_big_graphs_fold_siblings_by_column_and_name_and_folds_expand() -> None:
     from types import SimpleNamespace
 
-    from baton.live import views
+    from baton.live import drawing as graph_drawing
 
     def step(number: int, name: str, group: str | None = None) -> SimpleNamespace:
         return SimpleNamespace(
@@ -200,7 +204,7 @@ def test_big_graphs_fold_siblings_by_column_and_name_and_folds_expand() -> None:
     steps += [step(600 + i, f"leaf{i}") for i in range(30)]  # no common word: "other"
     edges += [(1, 600 + i) for i in range(30)]
 
-    drawing = views.draw(steps, edges)
+    drawing = graph_drawing.draw(steps, edges)
     assert {group.name: group.size for group in drawing.groups} == {
         "filter… (column 2)": 200,
         "map… (column 3)": 200,
@@ -211,7 +215,7 @@ def test_big_graphs_fold_siblings_by_column_and_name_and_folds_expand() -> None:
     # split -> 2 folds, filter -> map, map -> merge: the folded edges, each once.
     assert drawing.edge_path.count("M") == 4
 
-    opened = views.draw(steps, edges, {"map… (column 3)"})
+    opened = graph_drawing.draw(steps, edges, {"map… (column 3)"})
     assert {group.name for group in opened.groups} == {
         "filter… (column 2)",
         "other steps (column 2)",
@@ -222,14 +226,14 @@ def test_big_graphs_fold_siblings_by_column_and_name_and_folds_expand() -> None:
     x, y, width, height = opened.expanded_boxes["map… (column 3)"]
     assert (x, y) == (min(n.x for n in maps), min(n.y for n in maps))
     assert (x + width, y + height) == (
-        max(n.x for n in maps) + views.NODE_WIDTH,
-        max(n.y for n in maps) + views.NODE_HEIGHT,
+        max(n.x for n in maps) + graph_drawing.NODE_WIDTH,
+        max(n.y for n in maps) + graph_drawing.NODE_HEIGHT,
     )
     assert list(opened.expanded_boxes) == ["map… (column 3)"]
-    assert len(views.draw(steps, edges, {"*"}).nodes) == len(steps)
+    assert len(graph_drawing.draw(steps, edges, {"*"}).nodes) == len(steps)
 
     # Small graphs are drawn as they are.
-    assert views.draw(steps[:100], [e for e in edges if e[1] < 100]).groups == []
+    assert graph_drawing.draw(steps[:100], [e for e in edges if e[1] < 100]).groups == []
 
 
 def test_grafted_steps_fold_apart_and_are_framed_by_their_grafting_step() -> None:
@@ -256,7 +260,7 @@ def test_grafted_steps_fold_apart_and_are_framed_by_their_grafting_step() -> Non
     steps.append(step(999, "join"))
     edges = [(1, s.id) for s in steps[1:-1]] + [(s.id, 999) for s in steps[1:-1]]
 
-    drawing = views.draw(steps, edges)
+    drawing = graph_drawing.draw(steps, edges)
     assert {group.name: group.size for group in drawing.groups} == {
         "part… (column 2)": 100,
         "part… (column 2, grafted by #1)": 100,
@@ -265,7 +269,7 @@ def test_grafted_steps_fold_apart_and_are_framed_by_their_grafting_step() -> Non
     assert (frame.by, frame.label) == (1, "grafted by root")
     grafted = next(g for g in drawing.groups if "grafted" in g.name)
     other = next(g for g in drawing.groups if "grafted" not in g.name)
-    assert frame.x < grafted.x and grafted.x + views.NODE_WIDTH < frame.x + frame.width
-    assert frame.y < grafted.y and grafted.y + views.NODE_HEIGHT < frame.y + frame.height
+    assert frame.x < grafted.x and grafted.x + graph_drawing.NODE_WIDTH < frame.x + frame.width
+    assert frame.y < grafted.y and grafted.y + graph_drawing.NODE_HEIGHT < frame.y + frame.height
     assert not (frame.y < other.y < frame.y + frame.height)
     assert frame.y + frame.height <= drawing.height

@@ -11,7 +11,7 @@ from django.test import Client
 from django.urls import reverse
 
 import baton
-from baton.live import views
+from baton.live import timeline
 from baton.models import Workflow, WorkflowStep
 from tests.helpers import run_step
 from tests.testapp.tasks import Echo
@@ -56,8 +56,8 @@ def test_the_critical_path_follows_the_dependency_that_finished_last() -> None:
     steps = list(WorkflowStep.objects.filter(workflow=workflow))
     ids = {s.name: s.id for s in steps}
     edges = [(ids[u], ids[d]) for u, d in (("a", "b"), ("a", "c"), ("b", "d"), ("c", "d"))]
-    assert views.critical_path(steps, edges) == {ids["a"], ids["b"], ids["d"]}
-    assert views.critical_path([], []) == set()
+    assert timeline.critical_path(steps, edges) == {ids["a"], ids["b"], ids["d"]}
+    assert timeline.critical_path([], []) == set()
 
 
 def test_the_timeline_is_for_those_who_may_see_workflows(client: Client) -> None:

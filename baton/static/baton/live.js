@@ -199,7 +199,7 @@
     });
   }
 
-  /* Progress buckets, as baton.live.views.bucket: each step state counts in one. */
+  /* Progress buckets, as baton.live.progress.bucket: each step state counts in one. */
   var BUCKETS = ["completed", "failed", "cancelled", "running", "waiting"];
   var BUCKET_OF = { completed: "completed", discarded: "failed", cancelled: "cancelled", executing: "running" };
 
