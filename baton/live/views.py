@@ -23,7 +23,6 @@ from django.conf import global_settings
 from django.conf import settings as django_settings
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -38,6 +37,7 @@ from baton.display import format_seconds, format_usd
 from baton.exceptions import BatonError
 from baton.execution.deferrer import database_alias
 from baton.graph.states import TERMINAL_STEP_STATES, StepState, WorkflowState
+from baton.listing import CountedPaginator
 from baton.live.layout import Via, depths, layout
 from baton.models import Step, StepDependency, Workflow
 
@@ -610,19 +610,6 @@ def draw(
 
 
 # ------------------------------------------------------------------------------ views
-class _CountedPaginator(Paginator):  # type: ignore[type-arg]
-    """A paginator told its count (from the per-state counts already read): no second
-    count(*) over the table."""
-
-    def __init__(self, object_list: Any, per_page: int, count: int) -> None:
-        super().__init__(object_list, per_page)
-        self._known_count = count
-
-    @property
-    def count(self) -> int:
-        return self._known_count
-
-
 def list_filters(request: HttpRequest) -> tuple[str, str]:
     """The index's filters from the query string: (state, search)."""
     state = request.GET.get("state", "")
@@ -660,7 +647,7 @@ def workflow_list(request: HttpRequest) -> HttpResponse:
     counts = state_counts(search)
     total = counts[state] if state else sum(counts.values())
     workflows = filtered_workflows(state, search)
-    page = _CountedPaginator(workflows, WORKFLOWS_PER_PAGE, total).get_page(request.GET.get("page"))
+    page = CountedPaginator(workflows, WORKFLOWS_PER_PAGE, total).get_page(request.GET.get("page"))
     now = timezone.now()
     step_buckets = step_counts([workflow.pk for workflow in page.object_list])
     rows = [
