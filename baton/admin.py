@@ -25,7 +25,7 @@ from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast, Left
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
-from django.urls import NoReverseMatch, reverse
+from django.urls import NoReverseMatch, get_script_prefix, get_urlconf, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
@@ -108,6 +108,23 @@ def _changelist_url(model: type[Model], **filters: Any) -> str:
 
 def _change_url(model: type[Model], pk: Any) -> str:
     return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_change", args=[pk])
+
+
+_NO_ID = uuid.UUID(int=0)
+_LIVE_URLS: dict[tuple[str, Any], str | None] = {}
+
+
+def _live_url(workflow_id: Any) -> str | None:
+    """The workflow's live page, or None when the project did not mount baton.urls;
+    reversed once per URLconf and script prefix, not once per row of a list."""
+    key = (get_script_prefix(), get_urlconf())
+    if key not in _LIVE_URLS:
+        try:
+            _LIVE_URLS[key] = reverse("baton:workflow", args=[_NO_ID])
+        except NoReverseMatch:
+            _LIVE_URLS[key] = None
+    template = _LIVE_URLS[key]
+    return None if template is None else template.replace(str(_NO_ID), str(workflow_id))
 
 
 def _pre(text: str) -> SafeString:
@@ -467,12 +484,8 @@ class WorkflowAdmin(_ReadOnlyAdmin):
 
     @admin.display(description="live")
     def live_link(self, workflow: Workflow) -> str:
-        # Only when the project mounted baton.urls.
-        try:
-            url = reverse("baton:workflow", args=[workflow.pk])
-        except NoReverseMatch:
-            return EMPTY
-        return format_html('<a href="{}">graph</a>', url)
+        url = _live_url(workflow.pk)
+        return EMPTY if url is None else format_html('<a href="{}">graph</a>', url)
 
     @admin.display(description="cost", ordering="cost_usd")
     def cost_display(self, workflow: Workflow) -> str:
