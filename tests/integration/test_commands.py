@@ -241,7 +241,14 @@ def test_worker_says_who_it_is_at_default_verbosity(start_worker):
     assert "concurrency: 3" in log
     assert f"database:    {connection.settings_dict['NAME']} on " in log
     assert "tests.testapp.tasks.Echo" in log
-    worker.stop()
+    # Past start-up: a step has run, so the worker's loop (and its SIGTERM handler, which
+    # Procrastinate installs after registering) is up; a SIGTERM before that ends the
+    # process without its farewell.
+    from baton.testing import assert_completed, wait_for_workflow
+
+    alive = baton.new("alive").add("a", Echo.new()).insert()
+    assert_completed(wait_for_workflow(alive, timeout=60))
+    worker.stop(timeout=60)
     assert "baton worker w-1 stopped" in worker.log_tail(5)
 
 
