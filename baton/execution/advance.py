@@ -30,7 +30,13 @@ from baton.execution.attempt import (
     WorkflowAtClaim,
 )
 from baton.execution.cascade import enqueue, fail_steps, job_request
-from baton.execution.claim import FETCH_AND_CLAIM_SQL, claim, claim_fetched, claimed_by_fetch
+from baton.execution.claim import (
+    FETCH_AND_CLAIM_SKIPPING_SQL,
+    FETCH_AND_CLAIM_SQL,
+    claim,
+    claim_fetched,
+    claimed_by_fetch,
+)
 from baton.execution.complete import _COMPLETE_SQL, _COMPLETE_WITH_CALLS_SQL, complete
 from baton.execution.deferrer import database_alias
 from baton.execution.fail import record_failure
@@ -38,6 +44,7 @@ from baton.execution.graft import complete_with_graft
 from baton.execution.statements import STEP_COLUMNS, steps_from_rows
 
 __all__ = [
+    "FETCH_AND_CLAIM_SKIPPING_SQL",
     "FETCH_AND_CLAIM_SQL",
     "STEP_COLUMNS",
     "_COMPLETE_SQL",

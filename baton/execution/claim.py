@@ -93,6 +93,12 @@ SELECT job.*, claimed.* FROM job LEFT JOIN claimed ON claimed.baton_job = job.id
  ORDER BY job.fetched
 """
 
+# The same, passing over the jobs of the tasks in %(skip_tasks)s (upstream.FETCH_JOBS_SKIPPING):
+# what a worker runs once it has met a task it does not have.
+FETCH_AND_CLAIM_SKIPPING_SQL = FETCH_AND_CLAIM_SQL.replace(
+    upstream.FETCH_JOBS, upstream.FETCH_JOBS_SKIPPING
+)
+
 
 def claimed_by_fetch(row: dict[str, Any]) -> tuple[list[Any], str, WorkflowAtClaim] | None:
     """The step row (values in field order), its old state and what it read of the

@@ -76,6 +76,51 @@ FETCH_JOBS = f"""
     SELECT n AS fetched, {", ".join(f"(job).{column}" for column in FETCH_JOB_COLUMNS)}
       FROM fetched WHERE (job).id IS NOT NULL"""
 
+# baton_fetch_job_v1(target_queue_names, p_worker_id, skip_task_names): a copy of
+# procrastinate_fetch_job_v2 that passes over the jobs of the tasks named (created by
+# migration 0006 from skipping_fetch_function()). A worker fetches through it only once
+# it has met a task it does not have (its step class is not imported there): it hands
+# such a job back once and never takes that task again, so a worker that has it does.
+FETCH_JOBS_SKIPPING = FETCH_JOBS.replace(
+    "procrastinate_fetch_job_v2(%(queues)s::varchar[], %(worker_id)s)",
+    "baton_fetch_job_v1(%(queues)s::varchar[], %(worker_id)s, %(skip_tasks)s::varchar[])",
+)
+
+
+def _loose(text: str) -> str:
+    """A pattern for `text` that allows any whitespace between its words."""
+    return r"\s+".join(re.escape(word) for word in text.split())
+
+
+_SKIP_FILTER = "\n                AND jobs.task_name <> ALL( skip_task_names )"
+
+
+def skipping_fetch_function(fetch_job_v2: str) -> str:
+    """baton_fetch_job_v1's CREATE statement, made from procrastinate_fetch_job_v2's (as
+    sql_function_body() returns it): renamed, one argument more, one filter more. Raises
+    LookupError when the upstream body no longer has the audited shape."""
+    header = re.compile(
+        _loose("CREATE FUNCTION procrastinate_fetch_job_v2( target_queue_names")
+        + r"\s+character varying\[\],\s*p_worker_id\s+bigint\s*\)"
+    )
+    queue_filter = re.compile(
+        _loose("AND (target_queue_names IS NULL OR jobs.queue_name = ANY( target_queue_names ))")
+    )
+    if len(header.findall(fetch_job_v2)) != 1 or len(queue_filter.findall(fetch_job_v2)) != 1:
+        raise LookupError("procrastinate_fetch_job_v2 no longer has the audited shape")
+    text = header.sub(
+        "CREATE OR REPLACE FUNCTION baton_fetch_job_v1(\n"
+        "    target_queue_names character varying[],\n"
+        "    p_worker_id bigint,\n"
+        "    skip_task_names character varying[]\n)",
+        fetch_job_v2,
+    )
+    return queue_filter.sub(
+        lambda match: match.group(0) + _SKIP_FILTER,
+        text,
+    )
+
+
 # procrastinate_finish_job_v1(job_id, 'succeeded', delete_job=false), as a SET clause on
 # procrastinate_jobs j: what a completion writes to end its own job in its own statement
 # (advance._COMPLETE_SQL). The events row comes from Procrastinate's status trigger.
@@ -107,7 +152,8 @@ AUDITED: tuple[Borrowed, ...] = (
         "sql function",
         "procrastinate_fetch_job_v2",
         "940cf4b40856f53b",
-        "FETCH_JOBS (called by advance.FETCH_AND_CLAIM_SQL)",
+        "FETCH_JOBS (called by advance.FETCH_AND_CLAIM_SQL); copied by "
+        "skipping_fetch_function() into baton_fetch_job_v1 (migration 0006)",
     ),
     Borrowed(
         "sql function",

@@ -139,6 +139,13 @@ class _ClaimingJobManager(procrastinate_manager.JobManager):
 
     #: Set by BatonWorker: the task names this worker can run.
     known_tasks: typing.Container[str] | None = None
+    #: The tasks this worker has met without having them: its fetches pass over their
+    #: jobs from then on (a process's tasks never change while it runs).
+    skipped_tasks: set[str]
+
+    def __init__(self, connector: procrastinate.BaseConnector) -> None:
+        super().__init__(connector)
+        self.skipped_tasks = set()
 
     async def fetch_job(
         self, queues: Iterable[str] | None, worker_id: int
@@ -152,8 +159,12 @@ class _ClaimingJobManager(procrastinate_manager.JobManager):
         """Up to `limit` jobs, their steps claimed, in one round trip. Fewer (or none)
         means no other job was due."""
         while True:
+            query, params = advance.FETCH_AND_CLAIM_SQL, {}
+            if self.skipped_tasks:
+                query = advance.FETCH_AND_CLAIM_SKIPPING_SQL
+                params = {"skip_tasks": sorted(self.skipped_tasks)}
             rows = await self.connector.execute_query_all_async(
-                query=advance.FETCH_AND_CLAIM_SQL, queues=queues, worker_id=worker_id, limit=limit
+                query=query, queues=queues, worker_id=worker_id, limit=limit, **params
             )
             jobs = []
             handed_back = False
@@ -179,6 +190,7 @@ class _ClaimingJobManager(procrastinate_manager.JobManager):
         values, old_state, _ = claim
         delay = hand_back_delay(job.attempts)
         await sync_to_async(unclaim, thread_sensitive=False)(values, old_state)
+        self.skipped_tasks.add(job.task_name)
         await self.retry_job(
             job, retry_at=datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=delay)
         )

@@ -6,6 +6,9 @@ source. A failure names what changed upstream and what in baton to re-read.
 
 from __future__ import annotations
 
+import importlib
+import importlib.resources
+
 import procrastinate
 import pytest
 
@@ -41,6 +44,21 @@ def test_the_fragments_mirror_the_audited_bodies() -> None:
     assert "INSERT INTO procrastinate_jobs (queue_name, task_name, priority, lock," in defer
 
 
+def test_the_skipping_fetch_is_the_audited_fetch_with_one_filter_more() -> None:
+    """Migration 0006 created baton_fetch_job_v1 from procrastinate_fetch_job_v2: when
+    upstream's body changes, this fails until a new migration re-creates the copy."""
+    fetch_0006 = importlib.import_module("baton.migrations.0006_fetch_job_skipping_tasks")
+    fetch_v2 = upstream.sql_function_body(_schema(), "procrastinate_fetch_job_v2")
+    expected = upstream.skipping_fetch_function(fetch_v2)
+    assert fetch_0006.FUNCTION.split() == expected.split(), (
+        "procrastinate_fetch_job_v2 changed: write a migration that re-creates "
+        "baton_fetch_job_v1 from upstream.skipping_fetch_function(<the new body>)"
+    )
+    assert "jobs.task_name <> ALL( skip_task_names )" in expected
+    with pytest.raises(LookupError, match="audited shape"):
+        upstream.skipping_fetch_function(fetch_v2.replace("target_queue_names IS NULL", "true"))
+
+
 def test_a_changed_body_is_reported_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     item = upstream.AUDITED[0]
     monkeypatch.setattr(upstream, "upstream_text", lambda i: "changed" if i is item else "")
@@ -49,6 +67,4 @@ def test_a_changed_body_is_reported_by_name(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def _schema() -> str:
-    import importlib.resources
-
     return importlib.resources.files("procrastinate.sql").joinpath("schema.sql").read_text()

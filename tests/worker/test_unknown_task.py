@@ -85,6 +85,9 @@ def test_a_worker_without_the_step_class_hands_it_back_and_one_with_it_runs_it(
     assert late.state == "completed" and late.attempt == 1
     runs = list(PerformRun.objects.filter(workflow_id=workflow.pk, step="late"))
     assert [run.pid for run in runs] == [having.pid]
+    # Handed back once, then run once: the lacking worker never took it again (it used to,
+    # each time it fell due, pushing it further out each time).
+    assert _job(late) == ("succeeded", 2)
 
 
 @pytest.mark.django_db(transaction=True)
