@@ -48,6 +48,37 @@ if os.environ.get("BENCH_BROADCAST_REDIS"):
         }
     }
     BATON["CHANNEL_LAYER"] = "default"
+if os.environ.get("BENCH_ADMIN"):
+    # bench/scale.py: the admin and the live pages, timed through Django's test client.
+    INSTALLED_APPS = [
+        "django.contrib.admin",
+        "django.contrib.sessions",
+        "django.contrib.messages",
+        "django.contrib.staticfiles",
+        *INSTALLED_APPS,
+    ]
+    MIDDLEWARE = [
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.middleware.common.CommonMiddleware",
+        "django.middleware.csrf.CsrfViewMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        "django.contrib.messages.middleware.MessageMiddleware",
+    ]
+    TEMPLATES = [
+        {
+            "BACKEND": "django.template.backends.django.DjangoTemplates",
+            "APP_DIRS": True,
+            "OPTIONS": {
+                "context_processors": [
+                    "django.template.context_processors.request",
+                    "django.contrib.auth.context_processors.auth",
+                    "django.contrib.messages.context_processors.messages",
+                ]
+            },
+        }
+    ]
+    STATIC_URL = "/static/"
+    ALLOWED_HOSTS = ["testserver"]
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

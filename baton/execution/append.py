@@ -52,6 +52,9 @@ class WorkflowAppender(WorkflowGraph):
     def validate(self, is_registered_: Any = None) -> None:
         raise TypeError("append().validate() needs the workflow's steps: call insert()")
 
+    def validated_edges(self, is_registered_: Any = None) -> dict[str, list[str]]:
+        raise TypeError("append() is validated against the workflow's steps: call insert()")
+
     def insert(self) -> Workflow:
         """Validate and write the new steps into the running workflow, atomically."""
         return append_steps(self.workflow, self)

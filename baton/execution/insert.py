@@ -140,8 +140,9 @@ def write_steps(
     `pending`; COPY, so that 100,000 steps take seconds. `grafted_by`: the id of the
     step whose graft they are. `jobs_from_rows`: the jobs are inserted by one statement
     from the written rows, as a completion inserts those of the dependents it releases
-    (ten times faster than Procrastinate's defer for thousands of ready steps: what a
-    graft, written inside a step's completion, uses). Returns the new steps' ids."""
+    (ten times faster than Procrastinate's defer for thousands of ready steps: what an
+    insert and a graft, written inside a step's completion, use). Returns the new
+    steps' ids."""
     if jobs_from_rows:
         return _write_steps_and_jobs(
             cursor, workflow, nodes, upstream_of, options, pending, existing_ids, grafted_by
@@ -182,16 +183,19 @@ def _write_steps_and_jobs(
     existing_ids: Mapping[str, int] | None,
     grafted_by: int | None,
 ) -> dict[str, int]:
-    # Step ids, and job ids for the ready steps, in one statement, in the nodes' order.
+    # Step ids, and as many job ids as steps are ready, in one statement: the first
+    # rows carry a job id. Both go to the nodes in their order, so that job ids follow
+    # step ids. (No array of 100,000 flags to send: a third of the time.)
+    ready = [node for node in nodes if not pending[node.name]]
     cursor.execute(
         f"SELECT nextval({_STEP_ID_SEQUENCE}), "
-        f"CASE WHEN ready THEN nextval((SELECT {upstream.JOB_ID_SEQUENCE}::regclass)) END "
-        "FROM unnest(%s::boolean[]) WITH ORDINALITY AS t(ready, n) ORDER BY n",
-        [[not pending[node.name] for node in nodes]],
+        f"CASE WHEN n <= %s THEN nextval((SELECT {upstream.JOB_ID_SEQUENCE}::regclass)) END "
+        "FROM generate_series(1, %s) AS n",
+        [len(ready), len(nodes)],
     )
     rows = cursor.fetchall()
     step_ids = {node.name: row[0] for node, row in zip(nodes, rows, strict=True)}
-    job_of = {node.name: row[1] for node, row in zip(nodes, rows, strict=True) if row[1]}
+    job_of = {node.name: row[1] for node, row in zip(ready, rows, strict=False)}
     _copy_steps(
         cursor, workflow, nodes, upstream_of, options, pending, grafted_by, step_ids, job_of
     )
@@ -288,12 +292,26 @@ def _copy_edges(
 
 
 def step_options(nodes: Sequence[NodeSpec]) -> dict[str, dict[str, Any]]:
-    return {node.name: _step_options(node.spec.task_name, node.spec.options) for node in nodes}
+    """Each node's options, worked out once per task and overrides (100,000 steps are
+    usually a handful of classes); the steps alike share one dict, which callers read."""
+    options: dict[str, dict[str, Any]] = {}
+    known: dict[tuple[str, tuple[tuple[str, Any], ...]], dict[str, Any]] = {}
+    for node in nodes:
+        task_name, overrides = node.spec.task_name, node.spec.options
+        try:
+            key = (task_name, tuple(sorted(overrides.items())))
+            hash(key)
+        except TypeError:  # an unhashable override value: worked out (and refused) alone
+            options[node.name] = _step_options(task_name, overrides)
+            continue
+        if key not in known:
+            known[key] = _step_options(task_name, overrides)
+        options[node.name] = known[key]
+    return options
 
 
 def insert_graph(graph: WorkflowGraph) -> Workflow:
-    graph.validate(is_registered)
-    upstream_of = graph.edges()
+    upstream_of = graph.validated_edges(is_registered)
     options = step_options(graph.nodes)
     alias = database_alias()
 
@@ -333,6 +351,9 @@ def insert_graph(graph: WorkflowGraph) -> Workflow:
                 upstream_of,
                 options,
                 pending={name: len(upstream) for name, upstream in upstream_of.items()},
+                # The root jobs by one INSERT from the step rows: for thousands of roots
+                # a tenth of the time of Procrastinate's batch defer, the same rows.
+                jobs_from_rows=True,
             )
         transaction.on_commit(
             functools.partial(broadcast.on_workflow_inserted, workflow), using=alias

@@ -17,7 +17,6 @@ import datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -26,6 +25,7 @@ from django.utils import timezone
 from baton.broadcast import decimal_text, workflow_payload
 from baton.display import format_seconds, format_usd
 from baton.graph.states import TERMINAL_STEP_STATES
+from baton.listing import CountedPaginator
 from baton.live import drawing as graph_drawing  # its MAX_DRAWN_EDGES read per request
 from baton.live.access import can_change, refusal
 from baton.live.drawing import DRAWN_STEP_FIELDS, GROUP_THRESHOLD, NODE_HEIGHT, NODE_WIDTH, draw
@@ -50,19 +50,6 @@ def workflow_duration(workflow: Workflow, now: datetime.datetime | None = None) 
     return format_seconds(max(0.0, (end - workflow.created_at).total_seconds()))
 
 
-class _CountedPaginator(Paginator):  # type: ignore[type-arg]
-    """A paginator told its count (from the per-state counts already read): no second
-    count(*) over the table."""
-
-    def __init__(self, object_list: Any, per_page: int, count: int) -> None:
-        super().__init__(object_list, per_page)
-        self._known_count = count
-
-    @property
-    def count(self) -> int:
-        return self._known_count
-
-
 def workflow_list(request: HttpRequest) -> HttpResponse:
     refused = refusal(request)
     if refused is not None:
@@ -71,7 +58,7 @@ def workflow_list(request: HttpRequest) -> HttpResponse:
     counts = state_counts(search)
     total = counts[state] if state else sum(counts.values())
     workflows = filtered_workflows(state, search)
-    page = _CountedPaginator(workflows, WORKFLOWS_PER_PAGE, total).get_page(request.GET.get("page"))
+    page = CountedPaginator(workflows, WORKFLOWS_PER_PAGE, total).get_page(request.GET.get("page"))
     now = timezone.now()
     step_buckets = step_counts([workflow.pk for workflow in page.object_list])
     rows = [

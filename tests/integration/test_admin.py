@@ -6,13 +6,19 @@ process is needed here.
 
 from __future__ import annotations
 
+import datetime
+import re
 import uuid
+from html import unescape
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 import baton
 from baton.admin import INLINE_STEP_LIMIT
@@ -248,6 +254,129 @@ def test_the_workflow_list_filters_by_its_most_common_names(
     assert "?name=once" not in html  # past the limit: a search away
     assert [w.name for w in filtered.context["cl"].result_list] == ["once"]
     assert "?name=once" in filtered.content.decode()  # the chosen name shows as chosen
+
+
+def statements_of(client: Client, url: str, **query: str) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url, query)
+    assert response.status_code == 200
+    return len(queries)
+
+
+def test_the_lists_run_as_many_statements_for_many_rows_as_for_a_few(
+    admin_client: Client,
+) -> None:
+    """No column of the workflow or step list runs a query per row: a page of 100 rows
+    (of 120 workflows, 360 steps) runs the statements of a page of 2."""
+    lists = [reverse(CHANGELIST), reverse("admin:baton_workflowstep_changelist")]
+    for name in ("a", "b"):
+        chain(f"few-{name}")
+    admin_client.get(lists[0])  # the session and content types, read once
+    few = [statements_of(admin_client, url) for url in lists]
+    for index in range(118):
+        workflow = chain(f"many-{index % 7}")
+        run_step(workflow, "a", completed({"i": index}))
+    many = [statements_of(admin_client, url) for url in lists]
+    assert many == few
+
+
+def analyze() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE baton_workflow")
+        cursor.execute("ANALYZE baton_step")
+
+
+def test_a_large_unfiltered_list_shows_the_estimated_count(
+    admin_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ESTIMATE_FROM rows an unfiltered list is counted by PostgreSQL's estimate
+    (no count(*) over the table), shown as such; a page past the estimate is shown
+    empty, not refused; a filtered list is counted exactly."""
+    from baton import listing
+    from baton.admin import StepAdmin
+
+    monkeypatch.setattr(listing, "ESTIMATE_FROM", 5)
+    monkeypatch.setattr(StepAdmin, "list_per_page", 4)
+    for name in ("one", "two", "three"):
+        chain(name)
+    analyze()
+    steps_url = reverse("admin:baton_workflowstep_changelist")
+
+    with CaptureQueriesContext(connection) as queries:
+        page = admin_client.get(steps_url)
+    assert not [q for q in queries if "COUNT(" in q["sql"].upper()]
+    assert page.context["cl"].paginator.estimated
+    assert page.context["cl"].result_count == 9
+    assert "about 9" in page.content.decode()
+    assert len(page.context["cl"].result_list) == 4
+
+    past = admin_client.get(steps_url, {"p": "7"})
+    assert past.status_code == 200  # not the admin's "?e=1" redirect
+    assert list(past.context["cl"].result_list) == []
+
+    waiting = admin_client.get(steps_url, {"state__exact": "waiting"})
+    assert not waiting.context["cl"].paginator.estimated
+    assert waiting.context["cl"].result_count == 6
+    assert "about" not in waiting.content.decode().split('class="paginator"')[1]
+
+
+def test_the_common_names_of_a_large_table_come_from_its_statistics(
+    admin_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from baton import listing
+    from baton.admin import WorkflowNameFilter
+
+    monkeypatch.setattr(listing, "ESTIMATE_FROM", 5)
+    monkeypatch.setattr(WorkflowNameFilter, "LIMIT", 2)
+    for name in ("nightly", "nightly", "nightly", "hourly", "hourly", "once"):
+        chain(name)
+    analyze()
+
+    with CaptureQueriesContext(connection) as queries:
+        html = admin_client.get(reverse(CHANGELIST)).content.decode()
+    assert not [q for q in queries if "GROUP BY" in q["sql"]]
+    assert "nightly (~3)" in html and "hourly (~2)" in html
+    assert "?name=once" not in html
+
+
+def test_the_workflow_list_is_newest_first_across_states_page_by_page(
+    admin_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read state by state (baton.listing), the pages hold the same workflows in the
+    same order as one ORDER BY created_at DESC, pk DESC: ties included."""
+    from baton.admin import WorkflowAdmin
+    from baton.live import views
+
+    monkeypatch.setattr(WorkflowAdmin, "list_per_page", 3)
+    monkeypatch.setattr(views, "WORKFLOWS_PER_PAGE", 3)
+    states = ["executing", "completed", "failed", "cancelled"]
+    moment = timezone.now()
+    for index in range(10):
+        workflow = chain(f"w{index}")
+        # Three workflows share each moment: the order between them is by id.
+        Workflow.objects.filter(pk=workflow.pk).update(
+            state=states[index % 4], created_at=moment - datetime.timedelta(hours=index // 3)
+        )
+    expected = list(Workflow.objects.order_by("-created_at", "-pk").values_list("pk", flat=True))
+
+    admin_pages, live_pages = [], []
+    for number in (1, 2, 3, 4):
+        response = admin_client.get(reverse(CHANGELIST), {"p": str(number)})
+        admin_pages += [w.pk for w in response.context["cl"].result_list]
+        live = admin_client.get(reverse("baton:workflows"), {"page": str(number)})
+        live_pages += [row["workflow"].pk for row in live.context["rows"]]
+    assert admin_pages == live_pages == expected
+
+
+def test_the_workflow_list_filters_by_creation_date(admin_client: Client) -> None:
+    recent, old = chain("recent"), chain("old")
+    Workflow.objects.filter(pk=old.pk).update(
+        created_at=timezone.now() - datetime.timedelta(days=30)
+    )
+    html = admin_client.get(reverse(CHANGELIST)).content.decode()
+    (link,) = re.findall(r'<a href="(\?created_at[^"]+)"[^>]*>Past 7 days</a>', html)
+    response = admin_client.get(reverse(CHANGELIST) + unescape(link))
+    assert list(response.context["cl"].result_list) == [recent]
 
 
 def test_step_changelist_filters_by_state_and_links_to_the_workflow(

@@ -403,21 +403,23 @@ def test_database_error_part_way_inside_outer_atomic_rolls_back_only_the_insert(
     assert row_counts() == {"workflows": 1, "steps": 2, "edges": 1, "jobs": 1}
 
 
-def test_failure_right_after_the_root_jobs_were_deferred_writes_nothing(
+def test_failure_right_after_the_root_jobs_were_written_writes_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    deferred: list[int] = []
+    # The root jobs are inserted from the step rows, before the edges are copied.
+    written: list[int] = []
+    copy_edges = insert_module._copy_edges
 
-    def defer_then_fail(requests: list[JobRequest]) -> list[int]:
-        deferred.extend(defer_jobs(requests))
+    def fail_after_the_jobs(*args: Any, **kwargs: Any) -> None:
+        copy_edges(*args, **kwargs)
         # The jobs really are there, in the insert's transaction.
-        assert set(job_rows()) == set(deferred)
+        written.extend(job_rows())
         raise Boom
 
-    monkeypatch.setattr(insert_module, "defer_jobs", defer_then_fail)
+    monkeypatch.setattr(insert_module, "_copy_edges", fail_after_the_jobs)
     with pytest.raises(Boom):
         diamond().insert()
-    assert len(deferred) == 2
+    assert len(written) == 2
     assert row_counts() == NOTHING
 
 

@@ -1,8 +1,10 @@
-"""Jobs made by a completion's release look exactly like the jobs insert() defers.
+"""Jobs made by a completion's release look exactly like the jobs insert() writes and
+those Procrastinate's defer makes.
 
-Two code paths write Procrastinate jobs: deferrer.defer_jobs (insert, retries, the
-sweep) and the completion statement (advance._COMPLETE_SQL). Workers and people reading
-the queue must not be able to tell them apart.
+Three code paths write Procrastinate jobs: deferrer.defer_jobs (retries, the sweep),
+the completion statement (advance._COMPLETE_SQL), and insert() and grafts, which insert
+the ready steps' jobs from their rows. Workers and people reading the queue must not be
+able to tell them apart.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import pytest
 from django.db import connection
 
 import baton
+from baton.execution.deferrer import JobRequest, defer_jobs
 from baton.models import WorkflowStep
 from tests.helpers import run_step
 from tests.testapp.tasks import Configured, Echo
@@ -34,7 +37,7 @@ def job_row(job_id: int) -> dict:
     return row
 
 
-def test_released_job_matches_a_deferred_one() -> None:
+def test_released_job_matches_an_inserted_and_a_deferred_one() -> None:
     workflow = (
         baton.new("release")
         .add("root", Configured.new())
@@ -46,15 +49,30 @@ def test_released_job_matches_a_deferred_one() -> None:
     twin, released = (WorkflowStep.objects.get(workflow=workflow, name=n) for n in ("twin", "next"))
     assert released.state == "available" and released.job_id is not None
 
-    deferred_job, released_job = job_row(twin.job_id), job_row(released.job_id)
-    for job, step in ((deferred_job, twin), (released_job, released)):
+    (deferred_id,) = defer_jobs(
+        [
+            JobRequest(
+                step_id=twin.id,
+                step_name=twin.name,
+                workflow_id=str(workflow.pk),
+                task_name=twin.task_name,
+                queue=twin.queue,
+                priority=twin.priority,
+                lock=twin.lock,
+            )
+        ]
+    )
+    inserted_job, released_job = job_row(twin.job_id), job_row(released.job_id)
+    deferred_job = job_row(deferred_id)
+    for job, step in ((inserted_job, twin), (deferred_job, twin), (released_job, released)):
         assert job["args"] == {
             "step_id": step.id,
             "workflow_id": str(workflow.pk),
             "step": step.name,
         }
-    del deferred_job["args"], released_job["args"]
-    assert released_job == deferred_job  # queue, task, priority, lock, status, schedule
+    del inserted_job["args"], deferred_job["args"], released_job["args"]
+    # queue, task, priority, lock, status, schedule
+    assert released_job == inserted_job == deferred_job
 
 
 def test_a_dependent_not_yet_ready_gets_no_job() -> None:

@@ -43,6 +43,7 @@ SMOKE_ARGS: dict[str, str] = {
     "graft.py": "--database {db} --steps 50 --repeat 1",
     "broadcast.py": "--bench-db {db} --fanout 10 --warmup 5 --rounds 1 --no-write",
     "peers.py": "--bench-db {db} --smoke",
+    "scale.py": "--bench-db {db} --smoke",
 }
 
 
