@@ -66,6 +66,8 @@ def newest_workflows(queryset: QuerySet[Any], bottom: int, top: int) -> Any:
         or not _whole_table(queryset)
     ):
         return queryset[bottom:top]
+    if top <= bottom:  # an empty page (Django's union drops empty slices: none to merge)
+        return queryset.none()
     parts = [queryset.filter(state=state)[:top] for state in WorkflowState]
     merged = parts[0].union(*parts[1:], all=True)
     return merged.order_by(*NEWEST_FIRST)[bottom:top]

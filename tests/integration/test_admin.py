@@ -105,6 +105,13 @@ def test_search_by_name_and_by_exact_id(admin_client: Client) -> None:
     assert list(by_id.context["cl"].result_list) == [other]
 
 
+def test_empty_lists(admin_client: Client) -> None:
+    for name in (CHANGELIST, "admin:baton_workflowstep_changelist"):
+        response = admin_client.get(reverse(name))
+        assert response.status_code == 200, name
+        assert response.context["cl"].result_count == 0
+
+
 def test_newest_workflow_first(admin_client: Client) -> None:
     first = baton.new("first").add("x", Echo.new()).insert()
     second = baton.new("second").add("x", Echo.new()).insert()

@@ -42,6 +42,15 @@ def some_workflows() -> None:
         run_step(done, step)
 
 
+def test_an_empty_index_and_a_page_past_the_last(admin_client: Client) -> None:
+    """The newest-first read merges nothing when a page is empty (it raised a TypeError)."""
+    html = listing(admin_client)
+    assert rows(html) == [] and 'class="empty"' in html
+    assert counts(html)["all"] == 0
+    chain("only-one")
+    assert rows(listing(admin_client, page="7")) == ["only-one"]  # the last page instead
+
+
 def test_counts_per_state_and_a_filter_by_state(admin_client: Client) -> None:
     some_workflows()
 
